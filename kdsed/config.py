@@ -1,0 +1,341 @@
+"""Dataclass configs, one per concern, with a validated YAML form.
+
+Every config is a frozen dataclass with defaults. `from_dict` checks each key
+and type and names the offending key in its error, so a typo in a sweep YAML
+fails at start-up and not an hour into a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from kdsed.constants import CLIP_DURATION_S, Seconds
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration has an unknown key, a wrong type or an impossible value."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel features as in the report: 64 bands, 64 ms frames, 22.5 ms overlap.
+
+    At 16 kHz a 64 ms window is 1024 samples and a 41.5 ms hop 664 samples;
+    without centre padding a 10 s clip gives 1 + (160000 - 1024) // 664 = 240
+    frames, the report's 240 x 64 input.
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 664
+    n_mels: int = 64
+    fmin_hz: float = 0.0
+    fmax_hz: float = 8000.0
+    clip_duration_s: Seconds = CLIP_DURATION_S
+
+    def validate(self) -> None:
+        _require(self.sample_rate > 0, "features.sample_rate", "must be > 0")
+        _require(0 < self.hop_length <= self.n_fft, "features.hop_length", "must be in (0, n_fft]")
+        _require(self.n_mels > 0, "features.n_mels", "must be > 0")
+        _require(0 <= self.fmin_hz < self.fmax_hz <= self.sample_rate / 2, "features.fmax_hz",
+                 "must satisfy 0 <= fmin_hz < fmax_hz <= sample_rate / 2")
+        _require(self.clip_samples >= self.n_fft, "features.clip_duration_s", "clip shorter than one frame")
+
+    @property
+    def hop_s(self) -> Seconds:
+        return self.hop_length / self.sample_rate
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.clip_duration_s * self.sample_rate))
+
+    @property
+    def frames_per_clip(self) -> int:
+        return 1 + (self.clip_samples - self.n_fft) // self.hop_length
+
+    @property
+    def frame_offset_s(self) -> Seconds:
+        """Start time of frame 0's hop-long cell: frame i covers [offset + i*hop, offset + (i+1)*hop)."""
+        return (self.n_fft - self.hop_length) / 2 / self.sample_rate
+
+    def frames_for_samples(self, n_samples: int) -> int:
+        """Number of frames for a signal of `n_samples` (at least one, short clips are padded)."""
+        return 1 + max(0, n_samples - self.n_fft) // self.hop_length
+
+    def digest(self) -> str:
+        return config_digest(self)
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """The grids searched per class: smoothing window (frames), Gaussian sigma (frames), threshold."""
+
+    median_windows: tuple[int, ...] = (1, 3, 5, 7, 9, 13, 17, 25, 33)
+    gaussian_sigmas: tuple[float, ...] = (0.0,)
+    thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+    def validate(self) -> None:
+        _require(len(self.median_windows) > 0 and all(w >= 1 for w in self.median_windows),
+                 "postprocess.median_windows", "must be a non-empty list of integers >= 1")
+        _require(all(s >= 0 for s in self.gaussian_sigmas) and len(self.gaussian_sigmas) > 0,
+                 "postprocess.gaussian_sigmas", "must be a non-empty list of values >= 0")
+        _require(len(self.thresholds) > 0 and all(0 < t < 1 for t in self.thresholds),
+                 "postprocess.thresholds", "must be a non-empty list of values in (0, 1)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network and how wide: `width` scales every channel count (1.0 = the report's sizes)."""
+
+    name: typing.Literal["deep", "shallow", "baseline"] = "deep"
+    width: float = 1.0
+    rnn_hidden: int = 128
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        _require(self.width > 0, "model.width", "must be > 0")
+        _require(self.rnn_hidden > 0, "model.rnn_hidden", "must be > 0")
+        _require(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of one variant: Adam, early stopping on validation loss, seeded."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    patience: int = 5
+    seed: int = 0
+    weak_loss_weight: float = 1.0
+    strong_loss_weight: float = 1.0
+    device: str = "auto"
+    num_threads: int = 0
+
+    def validate(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _require(self.learning_rate > 0, "train.learning_rate", "must be > 0")
+        _require(self.patience >= 1, "train.patience", "must be >= 1")
+        _require(self.weak_loss_weight >= 0 and self.strong_loss_weight >= 0, "train.weak_loss_weight",
+                 "loss weights must be >= 0")
+        _require(self.num_threads >= 0, "train.num_threads", "must be >= 0 (0 = torch default)")
+
+
+Smoothing = typing.Literal["none", "median", "median+gaussian"]
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One model variant of a pass >= 2: which network, trained on which smoothing of the pseudo-labels."""
+
+    model: typing.Literal["deep", "shallow"] = "deep"
+    smoothing: Smoothing = "none"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.smoothing}"
+
+
+ALL_VARIANTS: tuple[VariantSpec, ...] = tuple(
+    VariantSpec(m, s) for m in ("deep", "shallow") for s in ("none", "median", "median+gaussian"))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the clips come from: a DCASE 2018 / DESED folder, or the built-in synthetic set."""
+
+    root: typing.Optional[str] = None
+    synth_preset: str = "mini"
+    synth_seed: int = 0
+    max_unlabeled_per_subset: int = 0  # 0 = use every unlabeled clip
+    workdir: str = "kdsed_runs"
+
+    def validate(self) -> None:
+        _require(self.max_unlabeled_per_subset >= 0, "data.max_unlabeled_per_subset", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """The passes of iterative knowledge distillation and how pseudo-labels are made."""
+
+    passes: int = 4
+    variants: tuple[VariantSpec, ...] = ALL_VARIANTS
+    pseudo_weak: typing.Literal["soft", "hard"] = "hard"
+    pseudo_weak_threshold: float = 0.5
+    pseudo_median_window: int = 9
+    pseudo_gaussian_sigma: float = 2.0
+    mask_weak_clips: bool = True
+    run_baseline: bool = True
+
+    def validate(self) -> None:
+        _require(self.passes >= 1, "distill.passes", "must be >= 1")
+        _require(len(self.variants) >= 1, "distill.variants", "must name at least one variant")
+        names = [v.name for v in self.variants]
+        _require(len(set(names)) == len(names), "distill.variants", f"has duplicates: {names}")
+        _require(0 < self.pseudo_weak_threshold < 1, "distill.pseudo_weak_threshold", "must be in (0, 1)")
+        _require(self.pseudo_median_window >= 1, "distill.pseudo_median_window", "must be >= 1 frame")
+        _require(self.pseudo_gaussian_sigma > 0, "distill.pseudo_gaussian_sigma", "must be > 0 frames")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines one run of the method (the `sweeps/*.yaml` form)."""
+
+    data: DataConfig = DataConfig()
+    features: FeatureConfig = FeatureConfig()
+    deep: ModelConfig = ModelConfig(name="deep")
+    shallow: ModelConfig = ModelConfig(name="shallow")
+    baseline: ModelConfig = ModelConfig(name="baseline")
+    tagging_train: TrainConfig = TrainConfig(strong_loss_weight=0.0)
+    train: TrainConfig = TrainConfig()
+    postprocess: PostprocessConfig = PostprocessConfig()
+    distill: DistillConfig = DistillConfig()
+
+    def validate(self) -> None:
+        for key, name in (("deep", "deep"), ("shallow", "shallow"), ("baseline", "baseline")):
+            _require(getattr(self, key).name == name, f"{key}.name", f"must be {name!r}")
+
+    def model_config(self, model: str) -> ModelConfig:
+        return {"deep": self.deep, "shallow": self.shallow, "baseline": self.baseline}[model]
+
+
+def _require(ok: bool, key: str, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {what}")
+
+
+def config_digest(cfg: Any) -> str:
+    """A short stable hash of a config (for cache keys)."""
+    payload = json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def to_dict(cfg: Any) -> Any:
+    """A config as plain YAML/JSON-able data (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(x) for x in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, Path):
+        return str(cfg)
+    return cfg
+
+
+def from_dict(cls: type[T], data: Any, *, key: str = "") -> T:
+    """Build dataclass `cls` from plain data, checking every key and type; errors name the key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{key or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{_join(key, unknown[0])}: unknown key; known keys here: {', '.join(sorted(fields))}"
+        )
+    values = {name: _coerce(hints[name], data[name], _join(key, name)) for name in data}
+    obj = cls(**values)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate()
+    return obj
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key=key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: unexpected value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        items = [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {k: _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if hint is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{key}: expected a path, got {value!r}")
+        return Path(value)
+    return value
+
+
+def load_yaml(cls: type[T], path: Path | str) -> T:
+    """Load and validate a config of type `cls` from a YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def dump_yaml(cfg: Any, path: Path | str) -> None:
+    """Write a config as YAML (the resolved form stored beside results)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+__all__ = [
+    "ALL_VARIANTS", "ConfigError", "DataConfig", "DistillConfig", "ExperimentConfig", "FeatureConfig",
+    "ModelConfig", "Smoothing", "TrainConfig", "VariantSpec", "PostprocessConfig", "config_digest", "dump_yaml",
+    "field", "from_dict", "load_yaml", "to_dict",
+]

@@ -1,0 +1,37 @@
+"""Facts of the DCASE 2018 Task 4 setup, defined once and imported everywhere."""
+
+from __future__ import annotations
+
+Seconds = float
+
+#: The 10 target classes, in the order of every model output and metric table.
+CLASSES: tuple[str, ...] = (
+    "Alarm_bell_ringing",
+    "Blender",
+    "Cat",
+    "Dishes",
+    "Dog",
+    "Electric_shaver_toothbrush",
+    "Frying",
+    "Running_water",
+    "Speech",
+    "Vacuum_cleaner",
+)
+NUM_CLASSES: int = len(CLASSES)
+CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
+
+#: Nominal clip length; shorter clips exist in the real data and are padded.
+CLIP_DURATION_S: Seconds = 10.0
+
+#: Event-based metric of the task (sed_eval semantics).
+ONSET_COLLAR_S: Seconds = 0.2
+OFFSET_COLLAR_RATE: float = 0.2
+
+#: Subsets of the DCASE 2018 Task 4 layout.
+WEAK = "weak"
+UNLABEL_IN_DOMAIN = "unlabel_in_domain"
+UNLABEL_OUT_OF_DOMAIN = "unlabel_out_of_domain"
+TEST = "test"
+EVAL = "eval"
+TRAIN_SUBSETS: tuple[str, ...] = (WEAK, UNLABEL_IN_DOMAIN, UNLABEL_OUT_OF_DOMAIN)
+SUBSETS: tuple[str, ...] = TRAIN_SUBSETS + (TEST, EVAL)

@@ -1,0 +1,112 @@
+"""Sound events and the DCASE strong-label TSV format (`filename onset offset event_label`)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from kdsed.constants import CLASS_INDEX, CLASSES, Seconds
+
+STRONG_HEADER = ("filename", "onset", "offset", "event_label")
+
+
+class MetadataError(ValueError):
+    """A metadata or label file does not have the expected content."""
+
+
+@dataclass(frozen=True, order=True)
+class Event:
+    """One labelled event of a clip, in seconds from the clip start."""
+
+    onset_s: Seconds
+    offset_s: Seconds
+    label: str
+
+    @property
+    def duration_s(self) -> Seconds:
+        return self.offset_s - self.onset_s
+
+
+#: Events of many clips, keyed by clip filename; a clip with no event maps to [].
+EventTable = dict[str, list[Event]]
+
+
+def _where(path: Path | str, line: int) -> str:
+    return f"{path}, line {line}"
+
+
+def check_label(label: str, path: Path | str, line: int) -> str:
+    """Return `label` if it is one of the 10 classes, else raise naming the file and line."""
+    if label not in CLASS_INDEX:
+        raise MetadataError(
+            f"{_where(path, line)}: unknown class label {label!r}; expected one of {', '.join(CLASSES)}"
+        )
+    return label
+
+
+def parse_event(fields: list[str], path: Path | str, line: int) -> tuple[str, Event | None]:
+    """Parse one strong-label row (`filename`, or `filename onset offset label`)."""
+    fields = [f.strip() for f in fields]
+    while fields and fields[-1] == "":
+        fields.pop()
+    if len(fields) == 1 and fields[0]:
+        return fields[0], None
+    if len(fields) != 4 or not fields[0]:
+        raise MetadataError(
+            f"{_where(path, line)}: malformed row {fields!r}; expected 'filename<TAB>onset<TAB>offset<TAB>event_label'"
+            " or a filename alone for a clip without events"
+        )
+    filename, onset_text, offset_text, label = fields
+    try:
+        onset_s, offset_s = float(onset_text), float(offset_text)
+    except ValueError:
+        raise MetadataError(
+            f"{_where(path, line)}: onset {onset_text!r} / offset {offset_text!r} are not numbers"
+        ) from None
+    if not (math.isfinite(onset_s) and math.isfinite(offset_s)) or onset_s < 0:
+        raise MetadataError(f"{_where(path, line)}: onset {onset_s} / offset {offset_s} must be finite and >= 0")
+    if onset_s >= offset_s:
+        raise MetadataError(f"{_where(path, line)}: onset {onset_s} >= offset {offset_s} for {filename}")
+    return filename, Event(onset_s, offset_s, check_label(label, path, line))
+
+
+def read_strong_tsv(path: Path | str) -> EventTable:
+    """Read a DCASE strong-label TSV into {filename: [Event, ...]} (header optional)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MetadataError(f"{path}: strong-label file not found")
+    table: EventTable = {}
+    with path.open(newline="") as f:
+        for line, fields in enumerate(csv.reader(f, delimiter="\t"), start=1):
+            if not fields or all(not x.strip() for x in fields):
+                continue
+            if line == 1 and tuple(x.strip() for x in fields[:4]) == STRONG_HEADER:
+                continue
+            if line == 1 and fields[0].strip() == "filename" and len(fields) == 1:
+                continue
+            filename, event = parse_event(fields, path, line)
+            events = table.setdefault(filename, [])
+            if event is not None:
+                events.append(event)
+    return table
+
+
+def write_strong_tsv(path: Path | str, table: Mapping[str, Iterable[Event]]) -> None:
+    """Write {filename: events} as a DCASE strong-label TSV, atomically; clips without events get a bare row."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(STRONG_HEADER)
+        for filename in sorted(table):
+            events = sorted(table[filename])
+            if not events:
+                writer.writerow([filename])
+            for e in events:
+                writer.writerow([filename, f"{e.onset_s:.3f}", f"{e.offset_s:.3f}", e.label])
+    os.replace(tmp, path)

@@ -1,0 +1,179 @@
+"""Log-mel features (librosa) and the on-disk feature store.
+
+`log_mel` is a pure function of a waveform and a FeatureConfig. The store
+extracts a list of clips once, in parallel, and caches the result under a key
+made of the feature config and the clip list (names, sizes, modification
+times), so a second run extracts nothing and a changed config or clip list
+extracts again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from kdsed.config import FeatureConfig, to_dict
+from kdsed.data import Clip, load_audio
+
+LOG_EPS = 1e-10
+FEATURE_STORE_VERSION = 1
+
+
+def log_mel(waveform: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Log-mel spectrogram (frames, n_mels) float32 of a mono waveform at cfg.sample_rate.
+
+    Uncentred frames: frame i starts at sample i * hop_length. A waveform longer
+    than the nominal clip is cut to it; one shorter than a window is zero-padded.
+    """
+    import librosa
+
+    y = np.asarray(waveform, dtype=np.float32)
+    if y.ndim != 1:
+        raise ValueError(f"log_mel expects a mono waveform (samples,), got shape {y.shape}")
+    y = y[: cfg.clip_samples]
+    if len(y) < cfg.n_fft:
+        y = np.pad(y, (0, cfg.n_fft - len(y)))
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, center=False,
+        n_mels=cfg.n_mels, fmin=cfg.fmin_hz, fmax=cfg.fmax_hz, power=2.0,
+    )
+    return np.log(mel + LOG_EPS).T.astype(np.float32)
+
+
+@dataclass
+class FeatureSet:
+    """Features of a list of clips, zero-padded to a common length."""
+
+    filenames: list[str]
+    features: np.ndarray  # (n_clips, frames, n_mels) float32
+    n_frames: np.ndarray  # (n_clips,) int, valid frames of each clip
+
+    def __len__(self) -> int:
+        return len(self.filenames)
+
+    def select(self, filenames: Sequence[str]) -> "FeatureSet":
+        """The sub-set for `filenames`, in that order."""
+        index = {name: i for i, name in enumerate(self.filenames)}
+        missing = [f for f in filenames if f not in index]
+        if missing:
+            raise KeyError(f"{len(missing)} clips have no features, first: {missing[:5]}")
+        rows = np.array([index[f] for f in filenames], dtype=np.int64)
+        return FeatureSet(list(filenames), self.features[rows], self.n_frames[rows])
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-band mean and standard deviation, fitted on training clips only."""
+
+    mean: np.ndarray  # (n_mels,)
+    std: np.ndarray  # (n_mels,)
+
+    @classmethod
+    def fit(cls, sets: Sequence[FeatureSet]) -> "Normalizer":
+        """Statistics over the valid frames of every clip in `sets`."""
+        total = count = sq = 0.0
+        for fs in sets:
+            mask = np.arange(fs.features.shape[1])[None, :] < fs.n_frames[:, None]
+            valid = fs.features[mask].astype(np.float64)
+            total = total + valid.sum(0)
+            sq = sq + (valid**2).sum(0)
+            count += len(valid)
+        if count == 0:
+            raise ValueError("cannot fit a normalizer on zero frames")
+        mean = total / count
+        std = np.sqrt(np.maximum(sq / count - mean**2, 1e-12))
+        return cls(mean.astype(np.float32), std.astype(np.float32))
+
+    def apply(self, fs: FeatureSet) -> FeatureSet:
+        """Normalised copy of `fs`; padded frames stay exactly zero."""
+        out = (fs.features - self.mean) / self.std
+        mask = np.arange(out.shape[1])[None, :, None] < fs.n_frames[:, None, None]
+        return FeatureSet(fs.filenames, np.where(mask, out, 0.0).astype(np.float32), fs.n_frames)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalizer":
+        return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
+
+
+def cache_key(clips: Sequence[Clip], cfg: FeatureConfig) -> str:
+    """Hash of the feature config and the clip list (name, size, mtime of each audio file)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": FEATURE_STORE_VERSION, "cfg": to_dict(cfg)}, sort_keys=True).encode())
+    for clip in clips:
+        st = os.stat(clip.audio_path)
+        h.update(f"{clip.filename}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _extract_one(args: tuple[str, FeatureConfig]) -> np.ndarray:
+    path, cfg = args
+    return log_mel(load_audio(path, cfg.sample_rate, max_duration_s=cfg.clip_duration_s), cfg)
+
+
+def extract(clips: Sequence[Clip], cfg: FeatureConfig, *, workers: int | None = None,
+            progress: bool = True, label: str = "features") -> FeatureSet:
+    """Extract log-mels of `clips` in parallel over `workers` processes (default: all cores)."""
+    workers = workers or os.cpu_count() or 1
+    n = len(clips)
+    features = np.zeros((n, cfg.frames_per_clip, cfg.n_mels), np.float32)
+    n_frames = np.zeros(n, np.int64)
+    jobs = [(str(c.audio_path), cfg) for c in clips]
+    start = time.perf_counter()
+    chunk = max(1, min(32, n // (workers * 4) or 1))
+    pool = ProcessPoolExecutor(workers) if workers > 1 and n > 8 else None
+    results = pool.map(_extract_one, jobs, chunksize=chunk) if pool else map(_extract_one, jobs)
+    try:
+        for i, mel in enumerate(results):
+            features[i, : len(mel)] = mel
+            n_frames[i] = len(mel)
+            if progress and ((i + 1) % 200 == 0 or i + 1 == n):
+                _report(label, i + 1, n, time.perf_counter() - start)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    return FeatureSet([c.filename for c in clips], features, n_frames)
+
+
+def _report(label: str, done: int, total: int, elapsed_s: float) -> None:
+    rate = done / max(elapsed_s, 1e-9)
+    eta = (total - done) / rate
+    print(f"[kdsed.features] {label}: {done}/{total} clips, {rate:.0f} clips/s, eta {eta:.0f} s",
+          file=sys.stderr, flush=True)
+
+
+def load_features(clips: Sequence[Clip], cfg: FeatureConfig, cache_dir: Path | str, *,
+                  workers: int | None = None, progress: bool = True, label: str = "features") -> FeatureSet:
+    """Features of `clips` from the cache under `cache_dir`, extracting (and caching) on a miss."""
+    if not clips:
+        raise ValueError(f"{label}: no clips to extract features from")
+    entry = Path(cache_dir) / cache_key(clips, cfg)
+    index_path = entry / "index.json"
+    if index_path.is_file():
+        index = json.loads(index_path.read_text())
+        return FeatureSet(index["filenames"], np.load(entry / "features.npy", mmap_mode="r"),
+                          np.load(entry / "n_frames.npy"))
+    fs = extract(clips, cfg, workers=workers, progress=progress, label=label)
+    tmp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "features.npy", fs.features)
+    np.save(tmp / "n_frames.npy", fs.n_frames)
+    (tmp / "index.json").write_text(json.dumps({"filenames": fs.filenames, "config": to_dict(cfg)}))
+    try:
+        os.replace(tmp, entry)
+    except OSError:  # another process cached the same entry first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return fs

@@ -1,0 +1,103 @@
+"""Strong pseudo-labels as Parquet: one file per pass, one row per (clip, frame).
+
+Schema (readable with `pandas.read_parquet`):
+
+| column | type | meaning |
+|---|---|---|
+| `filename` | string (dictionary) | clip filename as in the metadata |
+| `frame` | int32 | frame index; frame i covers [frame_offset_s + i*hop_s, ... + hop_s) |
+| one column per class (`Alarm_bell_ringing` ... `Vacuum_cleaner`) | float32 | pseudo-label probability in [0, 1] |
+
+A clip has exactly its valid frames (no padding rows). The file's schema
+metadata key `kdsed` holds JSON: pass index, classes, hop_s, frame_offset_s,
+and the per-class winners that wrote the labels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kdsed.constants import CLASSES, NUM_CLASSES
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class PseudoLabels:
+    """Frame probabilities of many clips, padded to a common number of frames."""
+
+    filenames: list[str]
+    probs: np.ndarray  # (n_clips, frames, classes) float32
+    n_frames: np.ndarray  # (n_clips,) int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def write_pseudo_labels(path: Path | str, labels: PseudoLabels) -> Path:
+    """Write pseudo-labels as Parquet atomically (temporary name, then rename)."""
+    n, frames, classes = labels.probs.shape
+    if classes != NUM_CLASSES or len(labels.filenames) != n or len(labels.n_frames) != n:
+        raise ValueError(f"pseudo-labels of shape {labels.probs.shape} do not match "
+                         f"{len(labels.filenames)} filenames / {NUM_CLASSES} classes")
+    if not np.all(np.isfinite(labels.probs)):
+        raise ValueError("pseudo-labels contain NaN or infinite values")
+    n_frames = np.asarray(labels.n_frames, dtype=np.int64)
+    valid = np.arange(frames)[None, :] < n_frames[:, None]
+    clip_idx, frame_idx = np.nonzero(valid)
+    values = labels.probs[clip_idx, frame_idx]
+    columns = {
+        "filename": pa.DictionaryArray.from_arrays(pa.array(clip_idx.astype(np.int32)), pa.array(labels.filenames)),
+        "frame": pa.array(frame_idx.astype(np.int32)),
+    }
+    columns.update({name: pa.array(values[:, c].astype(np.float32)) for c, name in enumerate(CLASSES)})
+    meta = {"schema_version": SCHEMA_VERSION, "classes": list(CLASSES), **labels.meta}
+    table = pa.table(columns).replace_schema_metadata({"kdsed": json.dumps(meta)})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path
+
+
+def read_pseudo_labels(path: Path | str, *, frames: int | None = None,
+                       order: Sequence[str] | None = None) -> PseudoLabels:
+    """Read a pseudo-label Parquet file back into padded arrays (clips in `order` if given)."""
+    table = pq.read_table(Path(path))
+    raw_meta = (table.schema.metadata or {}).get(b"kdsed")
+    meta = json.loads(raw_meta) if raw_meta else {}
+    if meta.get("classes", list(CLASSES)) != list(CLASSES):
+        raise ValueError(f"{path}: class list {meta.get('classes')} differs from {list(CLASSES)}")
+    names = table.column("filename").combine_chunks()
+    if isinstance(names, pa.DictionaryArray):
+        dictionary = names.dictionary.to_pylist()
+        codes = names.indices.to_numpy()
+    else:
+        dictionary, codes = np.unique(names.to_numpy(zero_copy_only=False), return_inverse=True)
+        dictionary = list(dictionary)
+    frame_idx = table.column("frame").to_numpy()
+    n_frames = np.zeros(len(dictionary), np.int64)
+    np.maximum.at(n_frames, codes, frame_idx + 1)
+    width = frames or int(n_frames.max(initial=0))
+    probs = np.zeros((len(dictionary), width, NUM_CLASSES), np.float32)
+    for c, name in enumerate(CLASSES):
+        probs[codes, frame_idx, c] = table.column(name).to_numpy()
+    labels = PseudoLabels(list(dictionary), probs, n_frames, meta)
+    return reorder(labels, order) if order is not None else labels
+
+
+def reorder(labels: PseudoLabels, order: Sequence[str]) -> PseudoLabels:
+    """The same pseudo-labels with clips in `order` (every name must be present)."""
+    index = {name: i for i, name in enumerate(labels.filenames)}
+    missing = [f for f in order if f not in index]
+    if missing:
+        raise KeyError(f"{len(missing)} clips have no pseudo-labels, first: {missing[:5]}")
+    rows = np.array([index[f] for f in order], dtype=np.int64)
+    return PseudoLabels(list(order), labels.probs[rows], labels.n_frames[rows], labels.meta)
