@@ -35,3 +35,12 @@ TEST = "test"
 EVAL = "eval"
 TRAIN_SUBSETS: tuple[str, ...] = (WEAK, UNLABEL_IN_DOMAIN, UNLABEL_OUT_OF_DOMAIN)
 SUBSETS: tuple[str, ...] = TRAIN_SUBSETS + (TEST, EVAL)
+
+#: Where a sweep writes by default (relative to the working directory).
+DEFAULT_WORKDIR = "kdsed_runs"
+DEFAULT_TRACKING_URI = "sqlite:///kdsed_runs/mlflow.db"
+DEFAULT_ARTIFACT_ROOT = "kdsed_runs/mlartifacts"
+MLFLOW_EXPERIMENT = "kdsed"
+#: One registered model per class in the MLflow Model Registry, e.g. `kdsed-Dog`.
+REGISTERED_MODEL_PREFIX = "kdsed-"
+CHAMPION_ALIAS = "champion"
