@@ -1,0 +1,130 @@
+"""Sound event detection on new audio with a per-class winner bundle.
+
+    python -m kdsed.predict --models DIR AUDIO... --out events.tsv [--batch-size N]
+
+Each audio argument is a file or a directory (every .wav directly inside it).
+Class c's events come from class c's model, smoothed and thresholded with class
+c's window, sigma and threshold; each distinct model runs once per batch.
+Clips shorter than the nominal length are fine; longer ones are cut to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from kdsed.bundle import Bundle, BundleError, load_bundle
+from kdsed.constants import NUM_CLASSES
+from kdsed.events import EventTable, MetadataError, write_strong_tsv
+from kdsed.features import FeatureSet
+from kdsed.search import apply_postprocessing
+
+AUDIO_SUFFIXES = (".wav",)
+CHUNK_FILES = 256  # files whose features are held in memory at once
+
+
+def predict_probs(bundle: Bundle, features: FeatureSet, *, batch_size: int = 32, normalized: bool = False,
+                  device: str = "cpu") -> np.ndarray:
+    """Frame probabilities (n_clips, frames, classes): class c's column from class c's model.
+
+    `features` are raw log-mels (the bundle's normalizer is applied) unless `normalized`.
+    Frames after a clip's `n_frames` are 0.
+    """
+    from kdsed.train import predict
+
+    x = features.features
+    if x.ndim != 3 or x.shape[2] != bundle.feature_config.n_mels:
+        raise ValueError(f"features have shape {x.shape}, expected (n_clips, frames, "
+                         f"{bundle.feature_config.n_mels})")
+    fs = features if normalized else bundle.normalizer.apply(features)
+    out = np.zeros((len(fs), x.shape[1], NUM_CLASSES), np.float32)
+    for model_file, class_ids in bundle.model_groups().items():
+        frame_probs, _ = predict(bundle.models[model_file], fs, batch_size=batch_size, device=device)
+        out[:, :, class_ids] = frame_probs[:, :, class_ids]
+    return out
+
+
+def predict_files(bundle: Bundle, paths: Sequence[Path | str], *, batch_size: int = 32, workers: int | None = None,
+                  device: str = "cpu", progress: bool = False) -> EventTable:
+    """Detected events of every audio file, keyed by the file's basename."""
+    from kdsed.data import Clip
+    from kdsed.features import extract
+
+    paths = [Path(p) for p in paths]
+    _check_unique_names(paths)
+    choice = bundle.postprocess_choice()
+    cfg = bundle.feature_config
+    table: EventTable = {}
+    start = time.perf_counter()
+    for first in range(0, len(paths), CHUNK_FILES):
+        chunk = paths[first:first + CHUNK_FILES]
+        clips = [Clip(p.name, p, "predict", None, None) for p in chunk]
+        fs = extract(clips, cfg, workers=workers, progress=False)
+        probs = predict_probs(bundle, fs, batch_size=batch_size, device=device)
+        table.update(apply_postprocessing(probs, choice, cfg, fs.filenames, fs.n_frames))
+        if progress:
+            done, elapsed_s = first + len(chunk), time.perf_counter() - start
+            print(f"[kdsed.predict] {done}/{len(paths)} files, {done / max(elapsed_s, 1e-9):.1f} files/s",
+                  file=sys.stderr, flush=True)
+    return table
+
+
+def expand_audio_paths(items: Sequence[Path | str]) -> list[Path]:
+    """Files as given and every .wav directly inside each directory, in order; errors name the bad argument."""
+    paths: list[Path] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise MetadataError(f"{item}: directory has no {'/'.join(AUDIO_SUFFIXES)} files")
+            paths.extend(found)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise MetadataError(f"{item}: no such audio file or directory")
+    return paths
+
+
+def _check_unique_names(paths: Sequence[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.name in seen and seen[p.name].resolve() != p.resolve():
+            raise MetadataError(f"{p} and {seen[p.name]} have the same file name; events are keyed by file name, "
+                                "so predict them in separate runs")
+        seen[p.name] = p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: predict events of audio files with a bundle and write a DCASE TSV."""
+    parser = argparse.ArgumentParser(prog="python -m kdsed.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", required=True, type=Path, help="bundle directory (from kdsed.registry pull)")
+    parser.add_argument("audio", nargs="+", help="audio files or directories of .wav files")
+    parser.add_argument("--out", required=True, type=Path, help="events TSV to write")
+    parser.add_argument("--batch-size", type=int, default=32, help="clips per forward pass")
+    parser.add_argument("--workers", type=int, default=None, help="feature extraction processes (default: cores)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda or auto")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    start = time.perf_counter()
+    try:
+        bundle = load_bundle(args.models)
+        paths = expand_audio_paths(args.audio)
+        table = predict_files(bundle, paths, batch_size=args.batch_size, workers=args.workers,
+                              device=args.device, progress=len(paths) > CHUNK_FILES or sys.stderr.isatty())
+    except (BundleError, MetadataError) as e:
+        print(f"kdsed.predict: error: {e}", file=sys.stderr)
+        return 2
+    write_strong_tsv(args.out, table)
+    n_events = sum(len(v) for v in table.values())
+    print(f"{n_events} events in {len(table)} files -> {args.out} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
