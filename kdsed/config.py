@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from kdsed.constants import CLIP_DURATION_S, Seconds
+from kdsed.constants import CLIP_DURATION_S, DEFAULT_TRACKING_URI, MLFLOW_EXPERIMENT, Seconds
 
 T = TypeVar("T")
 
@@ -45,12 +45,12 @@ class FeatureConfig:
     clip_duration_s: Seconds = CLIP_DURATION_S
 
     def validate(self) -> None:
-        _require(self.sample_rate > 0, "features.sample_rate", "must be > 0")
-        _require(0 < self.hop_length <= self.n_fft, "features.hop_length", "must be in (0, n_fft]")
-        _require(self.n_mels > 0, "features.n_mels", "must be > 0")
-        _require(0 <= self.fmin_hz < self.fmax_hz <= self.sample_rate / 2, "features.fmax_hz",
+        _require(self.sample_rate > 0, "sample_rate", "must be > 0")
+        _require(0 < self.hop_length <= self.n_fft, "hop_length", "must be in (0, n_fft]")
+        _require(self.n_mels > 0, "n_mels", "must be > 0")
+        _require(0 <= self.fmin_hz < self.fmax_hz <= self.sample_rate / 2, "fmin_hz",
                  "must satisfy 0 <= fmin_hz < fmax_hz <= sample_rate / 2")
-        _require(self.clip_samples >= self.n_fft, "features.clip_duration_s", "clip shorter than one frame")
+        _require(self.clip_samples >= self.n_fft, "clip_duration_s", "clip shorter than one frame")
 
     @property
     def hop_s(self) -> Seconds:
@@ -87,11 +87,11 @@ class PostprocessConfig:
 
     def validate(self) -> None:
         _require(len(self.median_windows) > 0 and all(w >= 1 for w in self.median_windows),
-                 "postprocess.median_windows", "must be a non-empty list of integers >= 1")
+                 "median_windows", "must be a non-empty list of integers >= 1")
         _require(all(s >= 0 for s in self.gaussian_sigmas) and len(self.gaussian_sigmas) > 0,
-                 "postprocess.gaussian_sigmas", "must be a non-empty list of values >= 0")
+                 "gaussian_sigmas", "must be a non-empty list of values >= 0")
         _require(len(self.thresholds) > 0 and all(0 < t < 1 for t in self.thresholds),
-                 "postprocess.thresholds", "must be a non-empty list of values in (0, 1)")
+                 "thresholds", "must be a non-empty list of values in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,9 @@ class ModelConfig:
     dropout: float = 0.0
 
     def validate(self) -> None:
-        _require(self.width > 0, "model.width", "must be > 0")
-        _require(self.rnn_hidden > 0, "model.rnn_hidden", "must be > 0")
-        _require(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        _require(self.width > 0, "width", "must be > 0")
+        _require(self.rnn_hidden > 0, "rnn_hidden", "must be > 0")
+        _require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -124,13 +124,13 @@ class TrainConfig:
     num_threads: int = 0
 
     def validate(self) -> None:
-        _require(self.epochs >= 1, "train.epochs", "must be >= 1")
-        _require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        _require(self.learning_rate > 0, "train.learning_rate", "must be > 0")
-        _require(self.patience >= 1, "train.patience", "must be >= 1")
-        _require(self.weak_loss_weight >= 0 and self.strong_loss_weight >= 0, "train.weak_loss_weight",
+        _require(self.epochs >= 1, "epochs", "must be >= 1")
+        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _require(self.patience >= 1, "patience", "must be >= 1")
+        _require(self.weak_loss_weight >= 0 and self.strong_loss_weight >= 0, "weak_loss_weight",
                  "loss weights must be >= 0")
-        _require(self.num_threads >= 0, "train.num_threads", "must be >= 0 (0 = torch default)")
+        _require(self.num_threads >= 0, "num_threads", "must be >= 0 (0 = torch default)")
 
 
 Smoothing = typing.Literal["none", "median", "median+gaussian"]
@@ -163,7 +163,7 @@ class DataConfig:
     workdir: str = "kdsed_runs"
 
     def validate(self) -> None:
-        _require(self.max_unlabeled_per_subset >= 0, "data.max_unlabeled_per_subset", "must be >= 0")
+        _require(self.max_unlabeled_per_subset >= 0, "max_unlabeled_per_subset", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -180,13 +180,13 @@ class DistillConfig:
     run_baseline: bool = True
 
     def validate(self) -> None:
-        _require(self.passes >= 1, "distill.passes", "must be >= 1")
-        _require(len(self.variants) >= 1, "distill.variants", "must name at least one variant")
+        _require(self.passes >= 1, "passes", "must be >= 1")
+        _require(len(self.variants) >= 1, "variants", "must name at least one variant")
         names = [v.name for v in self.variants]
-        _require(len(set(names)) == len(names), "distill.variants", f"has duplicates: {names}")
-        _require(0 < self.pseudo_weak_threshold < 1, "distill.pseudo_weak_threshold", "must be in (0, 1)")
-        _require(self.pseudo_median_window >= 1, "distill.pseudo_median_window", "must be >= 1 frame")
-        _require(self.pseudo_gaussian_sigma > 0, "distill.pseudo_gaussian_sigma", "must be > 0 frames")
+        _require(len(set(names)) == len(names), "variants", f"has duplicates: {names}")
+        _require(0 < self.pseudo_weak_threshold < 1, "pseudo_weak_threshold", "must be in (0, 1)")
+        _require(self.pseudo_median_window >= 1, "pseudo_median_window", "must be >= 1 frame")
+        _require(self.pseudo_gaussian_sigma > 0, "pseudo_gaussian_sigma", "must be > 0 frames")
 
 
 @dataclass(frozen=True)
@@ -209,6 +209,46 @@ class ExperimentConfig:
 
     def model_config(self, model: str) -> ModelConfig:
         return {"deep": self.deep, "shallow": self.shallow, "baseline": self.baseline}[model]
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """How the sweep uses Ray: where, with how many workers and resources per variant."""
+
+    address: typing.Optional[str] = None  # None: a local Ray; "auto" or HOST:PORT: an existing cluster
+    workers_per_variant: int = 1  # > 1: data-parallel training of one variant (DDP)
+    use_gpu: typing.Literal["auto", "yes", "no"] = "auto"
+    cpus_per_variant: float = 0.0  # 0: the cluster's CPUs shared evenly by the variants of a pass
+    max_failures: int = 2  # Ray Train retries of a failed worker group
+    tune_trials_per_variant: int = 3  # post-processing search: window ranges searched in parallel
+    node_resource_prefix: str = ""  # e.g. "node_": record which custom node resource each variant ran on
+
+    def validate(self) -> None:
+        _require(self.workers_per_variant >= 1, "workers_per_variant", "must be >= 1")
+        _require(self.cpus_per_variant >= 0, "cpus_per_variant", "must be >= 0")
+        _require(self.max_failures >= 0, "max_failures", "must be >= 0")
+        _require(self.tune_trials_per_variant >= 1, "tune_trials_per_variant", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where results go: the MLflow store and the sweep storage (checkpoints, Parquet pseudo-labels)."""
+
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    experiment: str = MLFLOW_EXPERIMENT
+    storage: str = "kdsed_runs/storage"  # local folder, or s3://... on a cluster
+
+    def validate(self) -> None:
+        _require(bool(self.tracking_uri), "tracking_uri", "must not be empty")
+        _require(bool(self.storage), "storage", "must not be empty")
+
+
+@dataclass(frozen=True)
+class SweepConfig(ExperimentConfig):
+    """An experiment plus how to distribute and track it (the `sweeps/*.yaml` form)."""
+
+    ray: RayConfig = RayConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
 
 def _require(ok: bool, key: str, what: str) -> None:
@@ -252,7 +292,10 @@ def from_dict(cls: type[T], data: Any, *, key: str = "") -> T:
     obj = cls(**values)
     validate = getattr(obj, "validate", None)
     if validate is not None:
-        validate()
+        try:
+            validate()
+        except ConfigError as e:  # validate() names the field; prefix the section it sits in
+            raise ConfigError(_join(key, str(e))) from None
     return obj
 
 
@@ -336,6 +379,6 @@ def dump_yaml(cfg: Any, path: Path | str) -> None:
 
 __all__ = [
     "ALL_VARIANTS", "ConfigError", "DataConfig", "DistillConfig", "ExperimentConfig", "FeatureConfig",
-    "ModelConfig", "Smoothing", "TrainConfig", "VariantSpec", "PostprocessConfig", "config_digest", "dump_yaml",
+    "ModelConfig", "RayConfig", "Smoothing", "SweepConfig", "TrackingConfig", "TrainConfig", "VariantSpec", "PostprocessConfig", "config_digest", "dump_yaml",
     "field", "from_dict", "load_yaml", "to_dict",
 ]

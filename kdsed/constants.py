@@ -39,7 +39,6 @@ SUBSETS: tuple[str, ...] = TRAIN_SUBSETS + (TEST, EVAL)
 #: Where a sweep writes by default (relative to the working directory).
 DEFAULT_WORKDIR = "kdsed_runs"
 DEFAULT_TRACKING_URI = "sqlite:///kdsed_runs/mlflow.db"
-DEFAULT_ARTIFACT_ROOT = "kdsed_runs/mlartifacts"
 MLFLOW_EXPERIMENT = "kdsed"
 #: One registered model per class in the MLflow Model Registry, e.g. `kdsed-Dog`.
 REGISTERED_MODEL_PREFIX = "kdsed-"

@@ -19,7 +19,7 @@ import numpy as np
 from kdsed.config import DistillConfig, ModelConfig, TrainConfig, VariantSpec
 from kdsed.constants import EVAL, NUM_CLASSES, TEST, WEAK
 from kdsed.metrics import EventScores, event_scores
-from kdsed.postprocess import gaussian_smooth, median_smooth
+from kdsed.postprocess import fill_invalid_frames, gaussian_smooth, median_smooth
 from kdsed.prepare import PreparedData, weak_matrix
 from kdsed.search import PostprocessChoice, apply_postprocessing, search_postprocessing
 from kdsed.train import EpochLog, TargetSet, VariantResult, predict, train_variant
@@ -80,13 +80,20 @@ def pseudo_weak_targets(data: PreparedData, clip_probs: np.ndarray, cfg: Distill
     return np.where(is_weak, data.weak_targets, pseudo)
 
 
-def smooth_pseudo_labels(probs: np.ndarray, smoothing: str, cfg: DistillConfig) -> np.ndarray:
-    """The previous pass's strong pseudo-labels, smoothed as a variant asks."""
+def smooth_pseudo_labels(probs: np.ndarray, smoothing: str, cfg: DistillConfig,
+                         n_valid_frames: np.ndarray | None = None) -> np.ndarray:
+    """The previous pass's strong pseudo-labels, smoothed as a variant asks.
+
+    A short clip is smoothed as if it ended at its last valid frame (not against its zero padding).
+    """
     if smoothing == "none":
         return probs
-    out = median_smooth(probs, cfg.pseudo_median_window)
+    out = fill_invalid_frames(probs, n_valid_frames) if n_valid_frames is not None else probs
+    out = median_smooth(out, cfg.pseudo_median_window)
     if smoothing == "median+gaussian":
         out = gaussian_smooth(out, cfg.pseudo_gaussian_sigma)
+    if n_valid_frames is not None:
+        out = out * (np.arange(out.shape[1])[None, :] < np.asarray(n_valid_frames)[:, None])[:, :, None]
     return out.astype(np.float32)
 
 
@@ -135,7 +142,7 @@ def train_and_score(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, t
 def variant_training_set(data: PreparedData, previous: np.ndarray, variant: VariantSpec,
                          cfg: DistillConfig) -> TargetSet:
     """Training targets of a pass >= 2 variant: smoothed strong pseudo-labels, true tags for weak clips."""
-    strong = strong_targets(data, smooth_pseudo_labels(previous, variant.smoothing, cfg), cfg)
+    strong = strong_targets(data, smooth_pseudo_labels(previous, variant.smoothing, cfg, data.train.n_frames), cfg)
     return TargetSet(data.train, weak=data.weak_targets, strong=strong)
 
 

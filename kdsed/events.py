@@ -95,6 +95,12 @@ def read_strong_tsv(path: Path | str) -> EventTable:
     return table
 
 
+def format_time(seconds: Seconds) -> str:
+    """Three decimals as in the DCASE files, or full precision where three would change the value."""
+    short = f"{seconds:.3f}"
+    return short if float(short) == seconds else repr(float(seconds))
+
+
 def write_strong_tsv(path: Path | str, table: Mapping[str, Iterable[Event]]) -> None:
     """Write {filename: events} as a DCASE strong-label TSV, atomically; clips without events get a bare row."""
     path = Path(path)
@@ -108,5 +114,5 @@ def write_strong_tsv(path: Path | str, table: Mapping[str, Iterable[Event]]) -> 
             if not events:
                 writer.writerow([filename])
             for e in events:
-                writer.writerow([filename, f"{e.onset_s:.3f}", f"{e.offset_s:.3f}", e.label])
+                writer.writerow([filename, format_time(e.onset_s), format_time(e.offset_s), e.label])
     os.replace(tmp, path)

@@ -123,8 +123,8 @@ def _write_pass(out: Path, k: int, data: PreparedData, probs: np.ndarray, winner
                         PseudoLabels(data.train.filenames, probs, data.train.n_frames, meta))
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}"
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}"
 
 
 def format_table(reports: list[StageReport]) -> str:

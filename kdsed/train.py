@@ -70,10 +70,11 @@ class VariantResult:
     best_epoch: int = 0
     train_clips_per_s: float = 0.0
     train_time_s: float = 0.0
+    n_mels: int = 64
 
     def model(self) -> nn.Module:
         """The trained model in eval mode, on the CPU."""
-        model = build_model(self.model_config)
+        model = build_model(self.model_config, n_mels=self.n_mels)
         model.load_state_dict(self.state_dict)
         return model.eval()
 
@@ -83,6 +84,13 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of this process in torch.distributed, (0, 1) when not distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 def seed_everything(seed: int) -> None:
@@ -155,27 +163,39 @@ def train_variant(
     on_epoch: Callable[[EpochLog], None] | None = None,
     checkpoint_dir: Path | str | None = None,
 ) -> VariantResult:
-    """Train one model with Adam and early stopping on validation loss; return the best weights."""
+    """Train one model with Adam and early stopping on validation loss; return the best weights.
+
+    Under torch.distributed (several processes), the model is wrapped in DDP and
+    every process trains on its share of each batch; only rank 0 writes checkpoints.
+    """
     seed_everything(train_config.seed)
     if train_config.num_threads:
         torch.set_num_threads(train_config.num_threads)
     device = resolve_device(train_config.device)
-    model = build_model(model_config).to(device)
+    n_mels = train.features.features.shape[-1]
+    model = build_model(model_config, n_mels=n_mels).to(device)
+    rank, world = distributed_rank()
+    trained = model
+    if world > 1:
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate)
     train_b, val_b = _Batches(train, device), _Batches(validation, device)
     generator = torch.Generator().manual_seed(train_config.seed)
-    result = VariantResult(model_config, train_config, _cpu_state(model))
+    result = VariantResult(model_config, train_config, _cpu_state(model), n_mels=n_mels)
     best_val, since_best, start = float("inf"), 0, time.perf_counter()
     clips_seen, train_seconds = 0, 0.0
     for epoch in range(1, train_config.epochs + 1):
         model.train()
         epoch_start, total = time.perf_counter(), 0.0
         for rows in train_b.batches(train_config.batch_size, generator):
+            if len(rows) < world:
+                continue
+            rows = rows[rank::world]
             optimizer.zero_grad(set_to_none=True)
-            loss = _loss(model, train_b, rows, train_config)
+            loss = _loss(trained, train_b, rows, train_config)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(rows)
+            total += loss.detach().item() * len(rows) * world
         epoch_s = time.perf_counter() - epoch_start
         clips_seen, train_seconds = clips_seen + train_b.n, train_seconds + epoch_s
         log = EpochLog(epoch, total / train_b.n, _validation_loss(model, val_b, train_config),
@@ -184,7 +204,7 @@ def train_variant(
         if log.val_loss < best_val - 1e-6:
             best_val, since_best, result.best_epoch = log.val_loss, 0, epoch
             result.state_dict = _cpu_state(model)
-            if checkpoint_dir is not None:
+            if checkpoint_dir is not None and rank == 0:
                 save_checkpoint(result, checkpoint_dir)
         else:
             since_best += 1
@@ -229,19 +249,20 @@ def save_checkpoint(result: VariantResult, directory: Path | str) -> Path:
     path = directory / "model.pt"
     buf = io.BytesIO()
     torch.save({"state_dict": result.state_dict, "model_config": to_dict(result.model_config),
-                "train_config": to_dict(result.train_config), "best_epoch": result.best_epoch}, buf)
+                "train_config": to_dict(result.train_config), "best_epoch": result.best_epoch,
+                "n_mels": result.n_mels}, buf)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_bytes(buf.getvalue())
     os.replace(tmp, path)
     return path
 
 
-def load_checkpoint(path: Path | str) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """Read a checkpoint written by `save_checkpoint` without unpickling arbitrary objects."""
+def load_checkpoint(path: Path | str) -> tuple[ModelConfig, dict[str, torch.Tensor], int]:
+    """(model config, weights, n_mels) of a checkpoint written by `save_checkpoint`, without unpickling objects."""
     from kdsed.config import from_dict
 
     blob = torch.load(Path(path), map_location="cpu", weights_only=True)
-    return from_dict(ModelConfig, blob["model_config"]), blob["state_dict"]
+    return from_dict(ModelConfig, blob["model_config"]), blob["state_dict"], int(blob.get("n_mels", 64))
 
 
 def history_table(history: Sequence[EpochLog]) -> dict[str, list[float]]:

@@ -147,9 +147,6 @@ def test_top_level_must_be_a_mapping():
         from_dict(SweepConfig, [1, 2])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG kdsed/config.py: validate() uses hard-coded key prefixes ('train.epochs' line 127, 'model.width' "
-    "line 107), so an impossible value in tagging_train/deep/shallow/baseline is reported under the wrong key"))
 @pytest.mark.parametrize("data, key", [
     ({"tagging_train": {"epochs": 0}}, "tagging_train.epochs"),
     ({"shallow": {"width": 0}}, "shallow.width"),

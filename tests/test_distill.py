@@ -179,10 +179,6 @@ def test_tagging_set_is_the_weak_clips_with_their_tags():
     np.testing.assert_array_equal(ts.weak, data.weak_targets[:2])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG kdsed/distill.py variant_training_set/smooth_pseudo_labels: the previous pass's labels are smoothed "
-    "with the zero padding of short clips (no fill_invalid_frames), so an event running to the end of a "
-    "short clip is eroded: with median+gaussian its last valid frame drops from 1.0 to ~0.6"))
 def test_smoothing_treats_a_short_clip_as_ending_at_its_last_valid_frame():
     data = tiny_data(n_frames=(40, 40, 25, 40))
     previous = np.zeros((4, FRAMES, NUM_CLASSES), np.float32)

@@ -82,9 +82,6 @@ def test_missing_file(tmp_path):
         read_strong_tsv(tmp_path / "nope.tsv")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG kdsed/events.py write_strong_tsv: times are written with 3 decimals, so an event shorter than "
-    "~1 ms (here 1.0001-1.0004 s) is written as '1.000 1.000' and read_strong_tsv then refuses its own output"))
 def test_writer_output_is_always_readable(tmp_path):
     path = tmp_path / "strong.tsv"
     write_strong_tsv(path, {"a.wav": [Event(1.0001, 1.0004, "Dog")]})
