@@ -1,0 +1,89 @@
+"""The sweep's storage: a local folder or a remote URI (s3://, gs://) through pyarrow.fs.
+
+Every write goes to a temporary name first and is then moved into place, so a
+crash leaves either the old file or the new one, never a half-written one
+(object stores write whole objects, which is atomic already).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+
+class StorageError(OSError):
+    """The sweep storage cannot be reached or written."""
+
+
+class Storage:
+    """Files of one sweep storage root, addressed by relative paths."""
+
+    def __init__(self, uri: str) -> None:
+        self.is_local = "://" not in uri or uri.startswith("file://")
+        if self.is_local:
+            self.root_uri = str(Path(uri.removeprefix("file://")).resolve())
+            self.fs, self.root = pafs.LocalFileSystem(), self.root_uri
+            try:
+                Path(self.root).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StorageError(f"storage {uri}: cannot create folder: {e}") from None
+        else:
+            try:
+                self.fs, self.root = pafs.FileSystem.from_uri(uri)
+            except Exception as e:  # pyarrow raises several types for a bad or unreachable URI
+                raise StorageError(f"storage {uri}: cannot open: {e}") from None
+            self.root_uri = uri.rstrip("/")
+
+    def uri(self, rel: str) -> str:
+        """The full path or URI of `rel` (what Ray's storage_path takes)."""
+        return f"{self.root_uri}/{rel}" if rel else self.root_uri
+
+    def _path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self._path(rel)).type != pafs.FileType.NotFound
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self._path(rel)) as f:
+            return f.read()
+
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        """Write `data` to `rel` atomically; returns its URI."""
+        if self.is_local:
+            target = Path(self._path(rel))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        else:
+            with self.fs.open_output_stream(self._path(rel)) as f:
+                f.write(data)
+        return self.uri(rel)
+
+    def put_file(self, local: Path | str, rel: str) -> str:
+        """Copy a local file to `rel` atomically; returns its URI."""
+        if self.is_local:
+            target = Path(self._path(rel))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            shutil.copyfile(local, tmp)
+            os.replace(tmp, target)
+            return self.uri(rel)
+        return self.write_bytes(rel, Path(local).read_bytes())
+
+    def get_file(self, rel: str, local: Path | str) -> Path:
+        """Copy `rel` to a local file."""
+        Path(local).parent.mkdir(parents=True, exist_ok=True)
+        Path(local).write_bytes(self.read_bytes(rel))
+        return Path(local)
+
+    def list_dirs(self, rel: str) -> list[str]:
+        """Names of the folders directly under `rel` (empty if it does not exist)."""
+        selector = pafs.FileSelector(self._path(rel), allow_not_found=True)
+        return sorted(i.base_name for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.Directory)

@@ -1,0 +1,80 @@
+"""Ray Tune search of per-class post-processing for every variant of a pass.
+
+One trial scores a whole slice of the grid (a range of median windows x every
+threshold) for all classes at once with the fast exact metric; trials are
+(variant x window range), so a pass with 6 variants and 3 ranges is 18
+trials, not thousands. Per class, the best over the ranges is taken with the
+same tie-break as the serial search (smaller window first), so the result is
+exactly what `kdsed.search.search_postprocessing` gives over the whole grid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from ray import tune
+
+# Plain output: no per-pass banner tables and no per-trial TensorBoard chatter (the coordinator logs to MLflow).
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
+
+from kdsed.config import FeatureConfig, PostprocessConfig
+from kdsed.constants import NUM_CLASSES
+from kdsed.events import EventTable
+from kdsed.search import PostprocessChoice, search_postprocessing
+
+
+def window_ranges(windows: Sequence[int], n_ranges: int) -> list[tuple[int, ...]]:
+    """Split the window grid into at most `n_ranges` contiguous ranges, in ascending order."""
+    ordered = sorted(windows)
+    n = max(1, min(n_ranges, len(ordered)))
+    return [tuple(int(w) for w in part) for part in np.array_split(ordered, n) if len(part)]
+
+
+def _trial(config: dict[str, Any], inputs: dict[str, Any]) -> None:
+    grid = replace(inputs["grid"], median_windows=tuple(config["windows"]))
+    choice = search_postprocessing(inputs["probs"][config["variant"]], inputs["reference"], inputs["filenames"],
+                                   inputs["feature_config"], grid, n_valid_frames=inputs["n_frames"])
+    tune.report({"choice": json.dumps(choice.to_dict())})
+
+
+def merge_ranges(parts: Sequence[tuple[tuple[int, ...], PostprocessChoice]]) -> PostprocessChoice:
+    """Per class, the best choice over window ranges (ties and NaN: the range with smaller windows)."""
+    ordered = [choice for _, choice in sorted(parts, key=lambda p: p[0][0])]
+    best = []
+    for c in range(NUM_CLASSES):
+        pick = ordered[0]
+        for choice in ordered[1:]:
+            if not math.isnan(choice.f1[c]) and (math.isnan(pick.f1[c]) or choice.f1[c] > pick.f1[c]):
+                pick = choice
+        best.append(pick)
+    return PostprocessChoice.per_class(best)
+
+
+def tune_postprocessing(probs: Mapping[str, np.ndarray], reference: EventTable, filenames: Sequence[str],
+                        n_frames: np.ndarray, feature_cfg: FeatureConfig, grid: PostprocessConfig, *,
+                        n_ranges: int, storage_path: str, name: str) -> dict[str, PostprocessChoice]:
+    """Per variant, the per-class (window, threshold) choice, searched with Ray Tune trials."""
+    inputs = {"probs": dict(probs), "reference": reference, "filenames": list(filenames), "n_frames": n_frames,
+              "feature_config": feature_cfg, "grid": grid}
+    ranges = window_ranges(grid.median_windows, n_ranges)
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(_trial, inputs=inputs), {"cpu": 1}),
+        param_space={"variant": tune.grid_search(list(probs)), "windows": tune.grid_search(ranges)},
+        tune_config=tune.TuneConfig(reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),
+    )
+    results = tuner.fit()
+    parts: dict[str, list] = {v: [] for v in probs}
+    for result in results:
+        if result.error:
+            raise RuntimeError(f"post-processing trial {result.config} failed: {result.error}")
+        parts[result.config["variant"]].append(
+            (tuple(result.config["windows"]), PostprocessChoice.from_dict(json.loads(result.metrics["choice"]))))
+    return {v: merge_ranges(p) for v, p in parts.items()}

@@ -1,0 +1,128 @@
+"""The Ray side of training: one TorchTrainer per unit, launched from a Ray task.
+
+Ray Train V2 cannot run inside `tune.Tuner`, so every unit of a pass is a
+`TorchTrainer.fit()` inside its own Ray task, and the tasks run concurrently.
+Features reach the workers once per sweep through the object store; the
+current pseudo-labels once per pass.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import ray
+import ray.train
+from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from kdsed import distill
+from kdsed.config import DistillConfig, VariantSpec
+from kdsed.sweep.storage import Storage
+from kdsed.sweep.units import UnitSpec, write_unit
+from kdsed.train import EpochLog, TargetSet, train_variant
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Resources of one unit's worker group."""
+
+    workers: int
+    use_gpu: bool
+    cpus_per_worker: float
+    threads: int
+
+
+def build_targets(spec: UnitSpec, data, refs: dict[str, Any], distill_cfg: DistillConfig) -> TargetSet:
+    """The unit's training set, built on the worker from the broadcast arrays."""
+    if spec.kind in ("baseline", "tagging"):
+        return distill.tagging_set(data)
+    if spec.kind == "pass1":
+        return TargetSet(data.train, weak=ray.get(refs["pseudo_weak"]))
+    variant = VariantSpec(spec.model.name, spec.smoothing)
+    return distill.variant_training_set(data, ray.get(refs["previous"]), variant, distill_cfg)
+
+
+def _progress(name: str, total_epochs: int):
+    def show(log: EpochLog) -> None:
+        per_epoch = log.elapsed_s / log.epoch
+        print(f"[{name}] epoch {log.epoch}/{total_epochs}  train {log.train_loss:.4f}  val {log.val_loss:.4f}  "
+              f"{log.clips_per_s:.0f} clips/s  {log.elapsed_s:.0f} s, at most {per_epoch * (total_epochs - log.epoch):.0f} s left",
+              file=sys.stderr, flush=True)
+    return show
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train worker: targets, training, prediction; rank 0 stores outputs and reports a checkpoint."""
+    import torch
+
+    spec: UnitSpec = config["spec"]
+    refs = config["refs"]
+    data = ray.get(refs["data"])
+    torch.set_num_threads(config["threads"])
+    device = ray.train.torch.get_device()
+    train_cfg = replace(spec.train, device=str(device))
+    start = time.perf_counter()
+    result = train_variant(spec.model, train_cfg, build_targets(spec, data, refs, config["distill"]),
+                           distill.validation_set(data, strong=train_cfg.strong_loss_weight > 0),
+                           on_epoch=_progress(spec.name, train_cfg.epochs))
+    node = ray.get_runtime_context().get_node_id()
+    metrics = {"best_epoch": result.best_epoch, "train_clips_per_s": result.train_clips_per_s,
+               "train_time_s": result.train_time_s, "node": node}
+    if ray.train.get_context().get_world_rank() != 0:
+        ray.train.report(metrics)
+        return
+    outputs = distill.predict_all(result, data, str(device))
+    extra = {"node": node, "node_resources": _node_resources(config["node_resource_prefix"]),
+             "wall_time_s": time.perf_counter() - start}
+    write_unit(Storage(config["storage"]), config["folder"], result, outputs, extra)
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "unit.txt"), "w") as f:
+            f.write(config["folder"])
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+
+
+@ray.remote(num_cpus=0)
+def fit_unit(spec: UnitSpec, refs: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """Build and fit one TorchTrainer for `spec`; returns the reported metrics."""
+    placement: Placement = settings["placement"]
+    resources = {"CPU": placement.cpus_per_worker} if placement.cpus_per_worker else None
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec, "refs": refs, "distill": settings["distill"], "threads": placement.threads,
+                           "storage": settings["storage"], "folder": settings["folder"],
+                           "node_resource_prefix": settings.get("node_resource_prefix", "")},
+        scaling_config=ScalingConfig(num_workers=placement.workers, use_gpu=placement.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=settings["run_name"], storage_path=settings["ray_storage"],
+                             failure_config=FailureConfig(max_failures=settings["max_failures"])),
+    )
+    result = trainer.fit()
+    return dict(result.metrics or {})
+
+
+def _node_resources(prefix: str) -> list[str]:
+    """Custom resources of the node this runs on whose names start with `prefix` (for placement reports)."""
+    if not prefix:
+        return []
+    node_id = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node["NodeID"] == node_id:
+            return sorted(k for k in node.get("Resources", {}) if k.startswith(prefix))
+    return []
+
+
+def plan_placement(n_concurrent: int, workers_per_unit: int, use_gpu: str, cpus_per_unit: float) -> Placement:
+    """One GPU per worker where the cluster has GPUs; otherwise the CPUs shared evenly by the units of a pass."""
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0)
+    gpu = use_gpu == "yes" or (use_gpu == "auto" and gpus > 0)
+    total_cpus = resources.get("CPU", 1)
+    share = cpus_per_unit or total_cpus / max(1, n_concurrent)
+    per_worker = share / workers_per_unit
+    per_worker = float(int(per_worker)) if per_worker >= 1 else round(max(per_worker, 0.05), 2)
+    return Placement(workers_per_unit, gpu, 0.0 if gpu else per_worker, max(1, int(per_worker)))
