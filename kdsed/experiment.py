@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from kdsed import distill
-from kdsed.config import ExperimentConfig, dump_yaml, load_yaml
+from kdsed.config import ExperimentConfig, SweepConfig, dump_yaml, load_yaml
 from kdsed.constants import CLASSES
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import PseudoLabels, write_pseudo_labels
@@ -147,11 +147,11 @@ def format_table(reports: list[StageReport]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdsed.experiment", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=Path("sweeps/mini.yaml"))
+    parser.add_argument("--config", type=Path, default=Path("sweeps/laptop.yaml"))
     parser.add_argument("--out", type=Path, default=Path("kdsed_runs/experiment"))
     parser.add_argument("--passes", type=int, default=None)
     args = parser.parse_args(argv)
-    cfg = load_yaml(ExperimentConfig, args.config)
+    cfg = load_yaml(SweepConfig, args.config)  # the sweep's YAML; its ray/tracking sections are unused here
     if args.passes is not None:
         from dataclasses import replace
         cfg = replace(cfg, distill=replace(cfg.distill, passes=args.passes))

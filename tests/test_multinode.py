@@ -88,3 +88,31 @@ def test_two_trainers_run_on_two_nodes(multinode_cluster: LocalCluster, tmp_path
     assert len(ran_on) == 2
     assert os.environ.get("RAY_ADDRESS") == ray_address_before  # nothing leaked
     print(f"cluster start {multinode_cluster.startup_s:.1f} s, two trainers {fit_s:.1f} s")
+
+
+@pytest.mark.slow
+def test_smoke_sweep_runs_variants_on_both_nodes(multinode_cluster: LocalCluster, tmp_path):  # noqa: F811
+    """`python -m kdsed.sweep --address` against the two-node cluster: units land on both nodes."""
+    import json
+    import subprocess
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((repo / "sweeps" / "smoke.yaml").read_text())
+    cfg["data"]["workdir"] = str(tmp_path / "work")
+    cfg["ray"] = {**cfg.get("ray", {}), "node_resource_prefix": "node_"}
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run(
+        [sys.executable, "-m", "kdsed.sweep", "--config", str(config), "--address", multinode_cluster.address,
+         "--storage", str(tmp_path / "storage"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"],
+        env=multinode_cluster.env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    units = sorted((tmp_path / "storage" / "sweeps").glob("*/units/*/summary.json"))
+    placed = {p.parent.name: json.loads(p.read_text())["node_resources"] for p in units}
+    assert set(placed) == {"baseline", "tagging", "pass-1__deep", "pass-2__deep-none", "pass-2__shallow-median"}
+    # Two units at a time, one CPU each, on two one-CPU nodes: each concurrent pair is split across the nodes.
+    assert {tuple(placed["baseline"]), tuple(placed["tagging"])} == {(HEAD_RESOURCE,), (WORKER_RESOURCE,)}
+    assert {tuple(placed["pass-2__deep-none"]), tuple(placed["pass-2__shallow-median"])} == \
+        {(HEAD_RESOURCE,), (WORKER_RESOURCE,)}

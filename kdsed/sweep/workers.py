@@ -122,7 +122,8 @@ def plan_placement(n_concurrent: int, workers_per_unit: int, use_gpu: str, cpus_
     gpus = resources.get("GPU", 0)
     gpu = use_gpu == "yes" or (use_gpu == "auto" and gpus > 0)
     total_cpus = resources.get("CPU", 1)
+    largest_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=total_cpus)
     share = cpus_per_unit or total_cpus / max(1, n_concurrent)
-    per_worker = share / workers_per_unit
+    per_worker = min(share / workers_per_unit, largest_node)  # a worker must fit on one node
     per_worker = float(int(per_worker)) if per_worker >= 1 else round(max(per_worker, 0.05), 2)
     return Placement(workers_per_unit, gpu, 0.0 if gpu else per_worker, max(1, int(per_worker)))
