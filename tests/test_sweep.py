@@ -172,3 +172,21 @@ def test_pull_and_predict_reproduce_eval_f1(finished_sweep):
     scores = event_scores(data.reference_table("eval"), {f: predicted.get(f, []) for f in data.reference_table("eval")})
     stage = json.loads((tmp / "storage" / "sweeps" / final["sweep_id"] / "stages" / "pass-2.json").read_text())
     assert scores.to_json()["macro"] == pytest.approx(stage["report"]["eval"]["macro"], abs=1e-9)
+
+
+def test_figures_logged(finished_sweep):
+    import matplotlib.image
+
+    tmp, _, final = finished_sweep
+    client = mlflow_client(tmp)
+    experiment = client.get_experiment_by_name("kdsed")
+    runs = {r.data.tags["kdsed.unit"]: r.info.run_id for r in client.search_runs([experiment.experiment_id])}
+    wanted = {"sweep": ["val_f1_over_passes.png", "winner_matrix.png"], "pass-2": ["clip_1.png"],
+              "pass-2/deep-none": ["loss_curves.png"]}
+    for unit, names in wanted.items():
+        logged = {Path(a.path).name for a in client.list_artifacts(runs[unit], "figures")}
+        assert set(names) <= logged, (unit, logged)
+        for name in names:
+            local = client.download_artifacts(runs[unit], f"figures/{name}", str(tmp))
+            pixels = matplotlib.image.imread(local)
+            assert pixels.shape[0] > 300 and pixels.shape[1] > 600 and pixels[..., :3].std() > 0.05

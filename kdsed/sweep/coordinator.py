@@ -30,6 +30,7 @@ from kdsed.experiment import StageReport, format_table
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import PseudoLabels, read_pseudo_labels, write_pseudo_labels
 from kdsed.search import PostprocessChoice
+from kdsed.sweep import figures
 from kdsed.sweep.state import SweepState, UnitRecord
 from kdsed.sweep.storage import Storage
 from kdsed.sweep.tracking import Tracker, score_metrics
@@ -183,7 +184,7 @@ class Coordinator:
                                        for v, o in outcomes.items()} if len(outcomes) > 1 else {})
         t0 = time.perf_counter()
         parquet = self._write_pseudo_labels(stage, index, merged.train, winners) if is_pass else None
-        stage_run = self._log_stage(stage, index, outcomes, report, choice, parquet)
+        stage_run = self._log_stage(stage, index, outcomes, report, choice, parquet, merged.test)
         if is_pass:
             self._register_winners(stage, stage_run, outcomes, winners)
         self.tracker.finish(stage_run)
@@ -207,7 +208,7 @@ class Coordinator:
         return local
 
     def _log_stage(self, stage: str, index: int, outcomes: dict[str, distill.VariantOutcome], report: StageReport,
-                   choice: PostprocessChoice, parquet: Path | None) -> str:
+                   choice: PostprocessChoice, parquet: Path | None, merged_test: np.ndarray) -> str:
         tr = self.tracker
         stage_run = tr.run(stage, stage, self.state.parent_run_id, {"kdsed.pass": str(index), "kdsed.stage": stage})
         self.state.stage_run_ids[stage] = stage_run
@@ -227,6 +228,7 @@ class Coordinator:
             with tempfile.TemporaryDirectory() as tmp:
                 (Path(tmp) / "postprocessing.json").write_text(json.dumps(o.scored.choice.to_dict(), indent=1))
                 tr.artifact(run, Path(tmp) / "postprocessing.json")
+                tr.artifact(run, figures.loss_curves(Path(tmp), o.name, o.result), "figures")
             tr.finish(run)
         metrics = {**score_metrics("val", report.val), **score_metrics("eval", report.eval), "wall_time_s": report.wall_time_s}
         if report.pseudo and "macro" in report.pseudo:
@@ -235,6 +237,9 @@ class Coordinator:
                **({f"winner_{c}": w for c, w in zip(CLASSES, report.winners)} if report.winners else {})})
         if parquet is not None:
             tr.artifact(stage_run, parquet, "pseudo_labels")
+        with tempfile.TemporaryDirectory() as tmp:
+            for png in figures.example_clips(Path(tmp), stage, self.data, merged_test, choice):
+                tr.artifact(stage_run, png, "figures")
         # On the parent run: one point per pass (tagging = step 0), so the UI draws F1 over passes.
         parent_metrics = {k: v for k, v in metrics.items() if k.endswith("_macro") or k.startswith(("eval_f1_", "val_f1_"))}
         if stage == "baseline":
@@ -345,6 +350,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> SweepSummary:
         (Path(tmp) / "results.json").write_text(json.dumps([asdict(r) for r in reports], indent=1))
         tr.artifact(state.parent_run_id, Path(tmp) / "results.md")
         tr.artifact(state.parent_run_id, Path(tmp) / "results.json")
+        for png in figures.sweep_summary(Path(tmp), reports, [v.name for v in cfg.distill.variants]):
+            tr.artifact(state.parent_run_id, png, "figures")
     tr.finish(state.parent_run_id)
     coord.timings["total"] = time.perf_counter() - t_start
     return SweepSummary(state.sweep_id, state.parent_run_id, reports, choice, winners, coord.timings)
