@@ -116,7 +116,7 @@ def predict_all(result: VariantResult, data: PreparedData, device: str = "auto")
 
 def score_outputs(data: PreparedData, outputs: Outputs, grid) -> Scored:
     """Tune per-class windows and thresholds on `test`, then score `test` and `eval` with them."""
-    test_fs, eval_fs = data.subsets[TEST], data.subsets[EVAL]
+    test_fs = data.subsets[TEST]
     choice = search_postprocessing(outputs.test, data.reference(TEST), test_fs.filenames,
                                    data.feature_config, grid, n_valid_frames=test_fs.n_frames)
     return Scored(choice, score_with(data, outputs.test, choice, TEST), score_with(data, outputs.eval, choice, EVAL))

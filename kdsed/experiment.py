@@ -22,7 +22,7 @@ from kdsed.config import ExperimentConfig, SweepConfig, dump_yaml, load_yaml
 from kdsed.constants import CLASSES
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import PseudoLabels, write_pseudo_labels
-from kdsed.train import EpochLog, TargetSet, predict
+from kdsed.train import TargetSet, epoch_printer, predict
 
 
 @dataclass
@@ -43,14 +43,6 @@ class StageReport:
         if not self.variants:
             return None
         return max(self.variants, key=lambda n: self.variants[n]["val"]["macro"]["f_measure"])
-
-
-def epoch_printer(label: str, total_epochs: int) -> distill.EpochCallback:
-    """A callback that prints one progress line per epoch."""
-    def show(log: EpochLog) -> None:
-        print(f"[{label}] epoch {log.epoch}/{total_epochs}  train {log.train_loss:.4f}  val {log.val_loss:.4f}"
-              f"  {log.clips_per_s:.0f} clips/s  {log.elapsed_s:.0f} s", file=sys.stderr, flush=True)
-    return show
 
 
 def _scores(scored: distill.Scored) -> dict[str, Any]:

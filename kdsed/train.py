@@ -10,6 +10,7 @@ import copy
 import io
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,6 +264,16 @@ def load_checkpoint(path: Path | str) -> tuple[ModelConfig, dict[str, torch.Tens
 
     blob = torch.load(Path(path), map_location="cpu", weights_only=True)
     return from_dict(ModelConfig, blob["model_config"]), blob["state_dict"], int(blob.get("n_mels", 64))
+
+
+def epoch_printer(label: str, total_epochs: int) -> Callable[[EpochLog], None]:
+    """An `on_epoch` callback printing one progress line per epoch, with an upper bound on the time left."""
+    def show(log: EpochLog) -> None:
+        left_s = log.elapsed_s / log.epoch * (total_epochs - log.epoch)
+        print(f"[{label}] epoch {log.epoch}/{total_epochs}  train {log.train_loss:.4f}  val {log.val_loss:.4f}  "
+              f"{log.clips_per_s:.0f} clips/s  {log.elapsed_s:.0f} s, at most {left_s:.0f} s left",
+              file=sys.stderr, flush=True)
+    return show
 
 
 def history_table(history: Sequence[EpochLog]) -> dict[str, list[float]]:

@@ -50,7 +50,6 @@ class StageResult:
     report: StageReport
     choice: PostprocessChoice
     merged: distill.Outputs
-    units: dict[str, StoredUnit]
 
 
 @dataclass
@@ -196,7 +195,7 @@ class Coordinator:
         log(f"{stage} done in {report.wall_time_s:.0f} s: val macro F1 {100 * val.macro.f_measure:.2f} %, "
             f"eval {100 * ev.macro.f_measure:.2f} %"
             + (f", pseudo-label F1 {100 * quality.macro.f_measure:.2f} %" if quality else ""))
-        return StageResult(report, choice, merged, units)
+        return StageResult(report, choice, merged)
 
     def _write_pseudo_labels(self, stage: str, index: int, probs: np.ndarray, winners: list[str]) -> Path:
         fc = self.data.feature_config

@@ -9,7 +9,6 @@ current pseudo-labels once per pass.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -24,7 +23,7 @@ from kdsed import distill
 from kdsed.config import DistillConfig, VariantSpec
 from kdsed.sweep.storage import Storage
 from kdsed.sweep.units import UnitSpec, write_unit
-from kdsed.train import EpochLog, TargetSet, train_variant
+from kdsed.train import TargetSet, epoch_printer, train_variant
 
 
 @dataclass(frozen=True)
@@ -47,15 +46,6 @@ def build_targets(spec: UnitSpec, data, refs: dict[str, Any], distill_cfg: Disti
     return distill.variant_training_set(data, ray.get(refs["previous"]), variant, distill_cfg)
 
 
-def _progress(name: str, total_epochs: int):
-    def show(log: EpochLog) -> None:
-        per_epoch = log.elapsed_s / log.epoch
-        print(f"[{name}] epoch {log.epoch}/{total_epochs}  train {log.train_loss:.4f}  val {log.val_loss:.4f}  "
-              f"{log.clips_per_s:.0f} clips/s  {log.elapsed_s:.0f} s, at most {per_epoch * (total_epochs - log.epoch):.0f} s left",
-              file=sys.stderr, flush=True)
-    return show
-
-
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train worker: targets, training, prediction; rank 0 stores outputs and reports a checkpoint."""
     import torch
@@ -69,7 +59,7 @@ def train_loop_per_worker(config: dict) -> None:
     start = time.perf_counter()
     result = train_variant(spec.model, train_cfg, build_targets(spec, data, refs, config["distill"]),
                            distill.validation_set(data, strong=train_cfg.strong_loss_weight > 0),
-                           on_epoch=_progress(spec.name, train_cfg.epochs))
+                           on_epoch=epoch_printer(spec.name, train_cfg.epochs))
     node = ray.get_runtime_context().get_node_id()
     metrics = {"best_epoch": result.best_epoch, "train_clips_per_s": result.train_clips_per_s,
                "train_time_s": result.train_time_s, "node": node}
