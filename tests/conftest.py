@@ -13,3 +13,23 @@ def smoke_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from kdsed.data.synth import generate
 
     return generate(tmp_path_factory.mktemp("smoke") / "data", "smoke", 0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
+    """A `smoke` sweep killed in the middle of pass 2 and resumed: (its folder, state before the kill, final state).
+
+    The folder holds `sweep.yaml`, `storage/`, the MLflow store `mlflow.db` (+ `mlartifacts/`) and `work/`.
+    Shared by the sweep, report, browser and fault tests: the most expensive fixture of the suite (~1.5 min).
+    While iterating on those tests, `KDSED_REUSE_SWEEP=<that folder from an earlier session>` skips the sweep.
+    """
+    import json
+    import os
+
+    from sweep_runs import killed_and_resumed_sweep, read_state
+
+    reuse = os.environ.get("KDSED_REUSE_SWEEP")
+    if reuse:
+        folder = Path(reuse)
+        return folder, json.loads((folder / "state_at_kill.json").read_text()), read_state(folder)
+    return killed_and_resumed_sweep(tmp_path_factory.mktemp("sweep"))

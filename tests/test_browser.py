@@ -1,0 +1,81 @@
+"""The MLflow UI, in a real headless Chromium, on the `smoke` sweep's tracking store.
+
+`mlflow server` is started on loopback against the sweep's sqlite store; Playwright drives Debian's
+Chromium (`/usr/bin/chromium`, installed by `.ci/run`) through the pages a user would open: the
+experiment list, the runs of pass 2, the comparison of its variants, the model registry and one
+class's registered model. Screenshots go to `$KDSED_SCREENSHOTS` when set (else the test's tmp dir).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kdsed.constants import CLASSES, REGISTERED_MODEL_PREFIX
+from mlflow_ui import capture_ui, find_chromium, mlflow_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ui(finished_sweep, tmp_path_factory):
+    pytest.importorskip("playwright", reason="the `playwright` package is missing: pip install -e '.[test]'")
+    if find_chromium() is None:
+        pytest.skip("no Chromium on this machine (Debian: apt-get install chromium; .ci/run installs it)")
+    tmp, _, final = finished_sweep
+    out = Path(os.environ.get("KDSED_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    with mlflow_server(f"sqlite:///{tmp}/mlflow.db", out / "mlflow_server.log") as url:
+        findings = capture_ui(url, out, pass_index=2, class_name="Dog")
+    return findings, final
+
+
+def test_experiment_is_listed(ui):
+    findings, _ = ui
+    assert "kdsed" in findings.text["experiments"].splitlines()
+
+
+def test_sweep_pass_and_variant_runs_are_visible(ui):
+    findings, final = ui
+    lines = findings.text["runs"].splitlines()
+    assert f"sweep-{final['sweep_id']}" in lines
+    assert {"pass-2", "pass-2/deep-none", "pass-2/shallow-median"} <= set(lines)
+
+
+def test_comparison_shows_per_class_metric_of_both_variants(ui, finished_sweep):
+    from mlflow import MlflowClient
+
+    findings, _ = ui
+    tmp, _, _ = finished_sweep
+    text = findings.text["compare_all"]
+    assert "pass-2/deep-none" in text and "pass-2/shallow-median" in text
+    lines = text.splitlines()
+    assert "eval_f1_Dog" in lines and "eval_f1_macro" in lines
+    # The page shows the values MLflow stored (rounded to 3 decimals by the UI).
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("kdsed").experiment_id], "tags.`kdsed.pass` = '2'")
+    for run in runs:
+        if "/" in run.info.run_name:
+            shown = f"{run.data.metrics['eval_f1_macro']:.3f}".rstrip("0").rstrip(".")
+            assert shown in lines, (run.info.run_name, shown)
+
+
+def test_registry_lists_every_class_and_shows_champion(ui):
+    findings, _ = ui
+    models = set(findings.text["models"].splitlines())
+    assert {f"{REGISTERED_MODEL_PREFIX}{c}" for c in CLASSES} <= models
+    registry = findings.text["registry"].replace("\xa0", " ")  # the UI writes "@ alias" with a no-break space
+    assert "@ champion" in registry and "@ pass-2" in registry and "@ pass-1" in registry
+
+
+def test_screenshots_are_real_pictures(ui):
+    import matplotlib.image
+
+    findings, _ = ui
+    assert set(findings.screenshots) == {"experiments", "runs", "compare", "models", "registry"}
+    for name, path in findings.screenshots.items():
+        pixels = matplotlib.image.imread(path)
+        assert pixels.shape[0] >= 600 and pixels.shape[1] >= 1200, (name, pixels.shape)
+        assert np.std(pixels[..., :3]) > 0.05, f"{name} screenshot is blank"
