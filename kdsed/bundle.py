@@ -21,17 +21,16 @@ import hashlib
 import io
 import json
 import math
-import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from kdsed.atomic import replace_dir_atomic
 from kdsed.config import ConfigError, FeatureConfig, ModelConfig, from_dict, to_dict
 from kdsed.constants import CLASSES
 from kdsed.features import Normalizer
@@ -146,7 +145,7 @@ def write_class_bundle(directory: Path | str, *, class_name: str, model_config: 
         (tmp / WEIGHTS_FILE).write_bytes(buf.getvalue())
         (tmp / CLASS_FILE).write_text(json.dumps(spec, indent=2))
 
-    return _write_dir_atomically(Path(directory), fill)
+    return replace_dir_atomic(Path(directory), fill)
 
 
 def read_class_bundle(directory: Path | str) -> ClassBundle:
@@ -204,7 +203,7 @@ def assemble_bundle(class_dirs: Mapping[str, Path | str], out_dir: Path | str) -
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
         load_bundle(tmp)  # never put an unloadable bundle in place
 
-    return _write_dir_atomically(Path(out_dir), fill)
+    return replace_dir_atomic(Path(out_dir), fill)
 
 
 def load_bundle(directory: Path | str) -> Bundle:
@@ -370,27 +369,6 @@ def _float_or_nan(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
-
-
-def _write_dir_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
-    """Fill a temporary sibling of `target`, then swap it in; an existing `target` survives any failure."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = target.with_name(f".{target.name}.tmp-{tag}")
-    old = target.with_name(f".{target.name}.old-{tag}")
-    tmp.mkdir()
-    try:
-        fill(tmp)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not target.exists():
-            os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return target
 
 
 __all__ = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from kdsed.atomic import write_text_atomic
 from kdsed.constants import CLIP_DURATION_S, DEFAULT_TRACKING_URI, MLFLOW_EXPERIMENT, Seconds
 
 T = TypeVar("T")
@@ -345,6 +347,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -357,24 +361,44 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     return value
 
 
+def _check_unique_keys(node: yaml.Node | None, key: str = "") -> None:
+    """Refuse a key given twice in one mapping (YAML itself keeps the last one silently); errors name its path."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            name, line = _join(key, str(key_node.value)), key_node.start_mark.line + 1
+            if name in seen:
+                raise ConfigError(f"{name}: given twice (lines {seen[name]} and {line}); expected each key once")
+            seen[name] = line
+            _check_unique_keys(value_node, name)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_unique_keys(item, f"{key}[{i}]")
+
+
 def load_yaml(cls: type[T], path: Path | str) -> T:
     """Load and validate a config of type `cls` from a YAML file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); expected a YAML file") from None
     try:
+        _check_unique_keys(node)
         return from_dict(cls, data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
 
 def dump_yaml(cfg: Any, path: Path | str) -> None:
-    """Write a config as YAML (the resolved form stored beside results)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write a config as YAML (the resolved form stored beside results), atomically."""
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 __all__ = [

@@ -22,6 +22,9 @@ from kdsed.metrics import EventScores, event_scores, sed_eval_scores
 def score_files(reference_tsv: Path | str, estimated_tsv: Path | str, *, reference_impl: bool = False) -> EventScores:
     """Scores of EST against REF, read from DCASE strong-label TSVs; errors name the offending file."""
     reference, estimated = read_strong_tsv(reference_tsv), read_strong_tsv(estimated_tsv)
+    if not reference:
+        raise MetadataError(f"{reference_tsv}: no clips listed; expected at least one row after the header "
+                            "(a clip without events is a row with its filename alone)")
     unknown = sorted(set(estimated) - set(reference))
     if unknown:
         raise MetadataError(f"{estimated_tsv}: {len(unknown)} file(s) not in the reference {reference_tsv}: "

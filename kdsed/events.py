@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from kdsed.atomic import write_atomic
 from kdsed.constants import CLASS_INDEX, CLASSES, Seconds
 
 STRONG_HEADER = ("filename", "onset", "offset", "event_label")
@@ -48,12 +49,30 @@ def check_label(label: str, path: Path | str, line: int) -> str:
     return label
 
 
+def _check_not_misseparated(field: str, path: Path | str, line: int) -> None:
+    """Refuse a lone 'filename' that is really an event row separated by commas, semicolons or spaces."""
+    for sep, name in ((",", "commas"), (";", "semicolons"), (None, "spaces")):
+        parts = field.split(sep)
+        if len(parts) == 4 and all(_is_number(x) for x in parts[1:3]):
+            raise MetadataError(f"{_where(path, line)}: {field!r} looks like an event row separated by {name}; "
+                                "expected 'filename<TAB>onset<TAB>offset<TAB>event_label'")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_event(fields: list[str], path: Path | str, line: int) -> tuple[str, Event | None]:
     """Parse one strong-label row (`filename`, or `filename onset offset label`)."""
     fields = [f.strip() for f in fields]
     while fields and fields[-1] == "":
         fields.pop()
     if len(fields) == 1 and fields[0]:
+        _check_not_misseparated(fields[0], path, line)
         return fields[0], None
     if len(fields) != 4 or not fields[0]:
         raise MetadataError(
@@ -74,24 +93,39 @@ def parse_event(fields: list[str], path: Path | str, line: int) -> tuple[str, Ev
     return filename, Event(onset_s, offset_s, check_label(label, path, line))
 
 
+def read_tsv(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every row of a tab-separated UTF-8 text file (a byte-order mark is allowed)."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise MetadataError(f"{_where(path, line)}: not UTF-8 text (byte {e.start}); "
+                            "expected a tab-separated text file") from None
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
+    try:
+        return [(reader.line_num, fields) for fields in reader]
+    except csv.Error as e:
+        raise MetadataError(f"{_where(path, reader.line_num)}: {e}; expected a tab-separated text file") from None
+
+
 def read_strong_tsv(path: Path | str) -> EventTable:
     """Read a DCASE strong-label TSV into {filename: [Event, ...]} (header optional)."""
     path = Path(path)
     if not path.is_file():
         raise MetadataError(f"{path}: strong-label file not found")
     table: EventTable = {}
-    with path.open(newline="") as f:
-        for line, fields in enumerate(csv.reader(f, delimiter="\t"), start=1):
-            if not fields or all(not x.strip() for x in fields):
-                continue
-            if line == 1 and tuple(x.strip() for x in fields[:4]) == STRONG_HEADER:
-                continue
-            if line == 1 and fields[0].strip() == "filename" and len(fields) == 1:
-                continue
-            filename, event = parse_event(fields, path, line)
-            events = table.setdefault(filename, [])
-            if event is not None:
-                events.append(event)
+    for line, fields in read_tsv(path):
+        if not fields or all(not x.strip() for x in fields):
+            continue
+        if line == 1 and tuple(x.strip() for x in fields[:4]) == STRONG_HEADER:
+            continue
+        if line == 1 and fields[0].strip() == "filename" and len(fields) == 1:
+            continue
+        filename, event = parse_event(fields, path, line)
+        events = table.setdefault(filename, [])
+        if event is not None:
+            events.append(event)
     return table
 
 
@@ -103,16 +137,29 @@ def format_time(seconds: Seconds) -> str:
 
 def write_strong_tsv(path: Path | str, table: Mapping[str, Iterable[Event]]) -> None:
     """Write {filename: events} as a DCASE strong-label TSV, atomically; clips without events get a bare row."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(STRONG_HEADER)
-        for filename in sorted(table):
-            events = sorted(table[filename])
-            if not events:
-                writer.writerow([filename])
-            for e in events:
-                writer.writerow([filename, format_time(e.onset_s), format_time(e.offset_s), e.label])
-    os.replace(tmp, path)
+    rows: list[list[str]] = []
+    for filename in sorted(table):
+        events = sorted(table[filename])
+        if not events:
+            rows.append([filename])
+        for e in events:
+            _check_writable(e, filename, path)
+            rows.append([filename, format_time(e.onset_s), format_time(e.offset_s), e.label])
+
+    def fill(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+            writer.writerow(STRONG_HEADER)
+            writer.writerows(rows)
+
+    write_atomic(path, fill)
+
+
+def _check_writable(e: Event, filename: str, path: Path | str) -> None:
+    """Refuse to write an event the reader would refuse: nothing unreadable ever reaches the disk."""
+    if not (math.isfinite(e.onset_s) and math.isfinite(e.offset_s) and 0 <= e.onset_s < e.offset_s):
+        raise MetadataError(f"{path}: event {e.label} of {filename} has onset {e.onset_s} / offset {e.offset_s}; "
+                            "expected finite times with 0 <= onset < offset")
+    if e.label not in CLASS_INDEX:
+        raise MetadataError(f"{path}: event of {filename} has unknown class label {e.label!r}; "
+                            f"expected one of {', '.join(CLASSES)}")

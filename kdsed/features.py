@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import shutil
 import sys
 import time
+from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,21 @@ from typing import Sequence
 
 import numpy as np
 
+from kdsed.atomic import replace_dir_atomic
 from kdsed.config import FeatureConfig, to_dict
-from kdsed.data import Clip, load_audio
+from kdsed.data import AudioNote, Clip, load_audio
+from kdsed.events import MetadataError
 
+#: Added to the mel energies before the log: a silent clip gives log(1e-10) = -23, never -inf.
 LOG_EPS = 1e-10
 FEATURE_STORE_VERSION = 1
+CHECK_CHUNK_CLIPS = 1024  # clips of a cached entry checked for NaN at once (bounded memory)
+
+logger = logging.getLogger(__name__)
+
+
+class FeatureError(MetadataError):
+    """Features that are not finite, or a feature-cache entry that does not hold what it should."""
 
 
 def log_mel(waveform: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -118,9 +129,32 @@ def cache_key(clips: Sequence[Clip], cfg: FeatureConfig) -> str:
     return h.hexdigest()[:20]
 
 
-def _extract_one(args: tuple[str, FeatureConfig]) -> np.ndarray:
+def _extract_one(args: tuple[str, FeatureConfig]) -> tuple[np.ndarray, list[AudioNote]]:
     path, cfg = args
-    return log_mel(load_audio(path, cfg.sample_rate, max_duration_s=cfg.clip_duration_s), cfg)
+    notes: list[AudioNote] = []
+    mel = log_mel(load_audio(path, cfg.sample_rate, max_duration_s=cfg.clip_duration_s, notes=notes), cfg)
+    if not np.all(np.isfinite(mel)):
+        raise FeatureError(f"{path}: its log-mel features contain NaN or infinite values; expected finite features")
+    return mel, notes
+
+
+_NOTE_TEXT = {
+    "downmixed": "have several channels and were downmixed to mono",
+    "resampled": "have another sample rate and were resampled to {rate} Hz",
+    "cut": "are longer than {duration:g} s and were cut to {duration:g} s",
+    "silent": "are silent (valid: their log-mels are log({eps:g}) everywhere)",
+}
+
+
+def report_notes(notes: Sequence[AudioNote], total: int, cfg: FeatureConfig, label: str) -> None:
+    """Log one warning per kind of note (how many clips, and the first one) for the clips of one extraction."""
+    by_kind: dict[str, list[AudioNote]] = defaultdict(list)
+    for note in notes:
+        by_kind[note.kind].append(note)
+    for kind, found in by_kind.items():
+        text = _NOTE_TEXT[kind].format(rate=cfg.sample_rate, duration=cfg.clip_duration_s, eps=LOG_EPS)
+        logger.warning(f"[kdsed.features] {label}: note: {len(found)} of {total} clips {text}; "
+                       f"first: {found[0].path} ({found[0].detail})")
 
 
 def extract(clips: Sequence[Clip], cfg: FeatureConfig, *, workers: int | None = None,
@@ -135,15 +169,18 @@ def extract(clips: Sequence[Clip], cfg: FeatureConfig, *, workers: int | None = 
     chunk = max(1, min(32, n // (workers * 4) or 1))
     pool = ProcessPoolExecutor(workers) if workers > 1 and n > 8 else None
     results = pool.map(_extract_one, jobs, chunksize=chunk) if pool else map(_extract_one, jobs)
+    notes: list[AudioNote] = []
     try:
-        for i, mel in enumerate(results):
+        for i, (mel, clip_notes) in enumerate(results):
             features[i, : len(mel)] = mel
             n_frames[i] = len(mel)
+            notes.extend(clip_notes)
             if progress and ((i + 1) % 200 == 0 or i + 1 == n):
                 _report(label, i + 1, n, time.perf_counter() - start)
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
+    report_notes(notes, n, cfg, label)
     return FeatureSet([c.filename for c in clips], features, n_frames)
 
 
@@ -156,24 +193,53 @@ def _report(label: str, done: int, total: int, elapsed_s: float) -> None:
 
 def load_features(clips: Sequence[Clip], cfg: FeatureConfig, cache_dir: Path | str, *,
                   workers: int | None = None, progress: bool = True, label: str = "features") -> FeatureSet:
-    """Features of `clips` from the cache under `cache_dir`, extracting (and caching) on a miss."""
+    """Features of `clips` from the cache under `cache_dir`, extracting (and caching) on a miss.
+
+    A cache entry is checked when read (shape, clip names, frame counts, finite values); a damaged one
+    raises `FeatureError` naming it, rather than training on garbage.
+    """
     if not clips:
         raise ValueError(f"{label}: no clips to extract features from")
     entry = Path(cache_dir) / cache_key(clips, cfg)
-    index_path = entry / "index.json"
-    if index_path.is_file():
-        index = json.loads(index_path.read_text())
-        return FeatureSet(index["filenames"], np.load(entry / "features.npy", mmap_mode="r"),
-                          np.load(entry / "n_frames.npy"))
+    if (entry / "index.json").is_file():
+        return _read_entry(entry, clips, cfg)
     fs = extract(clips, cfg, workers=workers, progress=progress, label=label)
-    tmp = entry.with_name(f".{entry.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "features.npy", fs.features)
-    np.save(tmp / "n_frames.npy", fs.n_frames)
-    (tmp / "index.json").write_text(json.dumps({"filenames": fs.filenames, "config": to_dict(cfg)}))
-    try:
-        os.replace(tmp, entry)
-    except OSError:  # another process cached the same entry first
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def fill(tmp: Path) -> None:
+        np.save(tmp / "features.npy", fs.features)
+        np.save(tmp / "n_frames.npy", fs.n_frames)
+        (tmp / "index.json").write_text(json.dumps({"filenames": fs.filenames, "config": to_dict(cfg)}))
+
+    replace_dir_atomic(entry, fill, keep_existing=True)  # another process may have cached the same entry first
     return fs
+
+
+def _read_entry(entry: Path, clips: Sequence[Clip], cfg: FeatureConfig) -> FeatureSet:
+    """A cache entry as a FeatureSet (features memory-mapped), checked against the clips it must hold."""
+    def damaged(file: str, what: str) -> FeatureError:
+        return FeatureError(f"{entry / file}: damaged feature-cache entry: {what}; delete {entry} to extract "
+                            "the features again")
+
+    loaders = {"index.json": lambda p: json.loads(p.read_text())["filenames"],
+               "features.npy": lambda p: np.load(p, mmap_mode="r"), "n_frames.npy": np.load}
+    parts = {}
+    for file, load in loaders.items():
+        try:
+            parts[file] = load(entry / file)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise damaged(file, f"cannot be read ({type(e).__name__}: {e})") from None
+    filenames, features, n_frames = parts.values()
+    if filenames != [c.filename for c in clips]:
+        raise damaged("index.json", f"lists {len(filenames)} clips, not the {len(clips)} clips asked for")
+    expected = (len(clips), cfg.frames_per_clip, cfg.n_mels)
+    if features.shape != expected:
+        raise damaged("features.npy", f"shape {features.shape}, expected {expected}")
+    if n_frames.shape != (len(clips),) or not np.all((n_frames >= 1) & (n_frames <= cfg.frames_per_clip)):
+        raise damaged("n_frames.npy", f"expected {len(clips)} frame counts in [1, {cfg.frames_per_clip}]")
+    for start in range(0, len(clips), CHECK_CHUNK_CLIPS):
+        bad = ~np.isfinite(features[start:start + CHECK_CHUNK_CLIPS])
+        if bad.any():
+            clip, frame, band = (int(i[0]) for i in np.nonzero(bad))
+            raise damaged("features.npy", f"NaN or infinite values, the first in clip {filenames[start + clip]} "
+                          f"(frame {frame}, band {band})")
+    return FeatureSet(filenames, features, n_frames)

@@ -10,9 +10,7 @@ colour (`VARIANT_COLOURS`, `series_colours`) in every figure.
 
 from __future__ import annotations
 
-import os
 import textwrap
-import threading
 import zlib
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -28,6 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
+from kdsed.atomic import write_atomic
 from kdsed.config import ALL_VARIANTS, FeatureConfig
 from kdsed.constants import CLASS_INDEX, CLASSES, NUM_CLASSES
 from kdsed.events import Event
@@ -70,16 +69,8 @@ def series_colours(names: Sequence[str]) -> dict[str, str]:
 
 
 def _save(fig: Figure, path: Path | str) -> Path:
-    """Write `fig` as PNG at `path` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        FigureCanvasAgg(fig).print_png(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write `fig` as PNG at `path` atomically (temporary sibling, then rename)."""
+    return write_atomic(path, lambda tmp: FigureCanvasAgg(fig).print_png(tmp))
 
 
 def _figure(width_in: float, height_in: float) -> Figure:

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from kdsed.bundle import Bundle, BundleError, load_bundle
-from kdsed.constants import NUM_CLASSES
+from kdsed.constants import CLASSES, NUM_CLASSES
 from kdsed.events import EventTable, MetadataError, write_strong_tsv
 from kdsed.features import FeatureSet
 from kdsed.search import apply_postprocessing
@@ -46,6 +46,13 @@ def predict_probs(bundle: Bundle, features: FeatureSet, *, batch_size: int = 32,
     for model_file, class_ids in bundle.model_groups().items():
         frame_probs, _ = predict(bundle.models[model_file], fs, batch_size=batch_size, device=device)
         out[:, :, class_ids] = frame_probs[:, :, class_ids]
+        bad = ~np.isfinite(frame_probs[:, :, class_ids])
+        if bad.any():
+            clip, frame, c = (int(i[0]) for i in np.nonzero(bad))
+            raise BundleError(f"{bundle.directory / model_file}: gave NaN or infinite probabilities "
+                              f"({int(bad.sum())} values; the first for clip {fs.filenames[clip]}, frame {frame}, "
+                              f"class {CLASSES[class_ids[c]]}); expected probabilities in [0, 1]: the weights are "
+                              "unusable (a training run that diverged?)")
     return out
 
 
@@ -120,7 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BundleError, MetadataError) as e:
         print(f"kdsed.predict: error: {e}", file=sys.stderr)
         return 2
-    write_strong_tsv(args.out, table)
+    try:
+        write_strong_tsv(args.out, table)
+    except OSError as e:  # a folder in the way, a full disk ...: an existing file stays as it was
+        print(f"kdsed.predict: error: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     n_events = sum(len(v) for v in table.values())
     print(f"{n_events} events in {len(table)} files -> {args.out} ({time.perf_counter() - start:.1f} s)")
     return 0

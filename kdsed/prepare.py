@@ -9,8 +9,8 @@ import numpy as np
 
 from kdsed.config import DataConfig, FeatureConfig
 from kdsed.constants import CLASS_INDEX, EVAL, NUM_CLASSES, TEST, TRAIN_SUBSETS, WEAK
-from kdsed.data import DcaseDataset, load_dataset
-from kdsed.events import EventTable
+from kdsed.data import Clip, DcaseDataset, load_dataset
+from kdsed.events import EventTable, MetadataError
 from kdsed.features import FeatureSet, Normalizer, load_features
 from kdsed.postprocess import events_to_frame_targets
 
@@ -56,7 +56,8 @@ def resolve_data_root(cfg: DataConfig, *, progress: bool = True) -> Path:
     if cfg.root:
         root = Path(cfg.root)
         if not root.is_dir():
-            raise FileNotFoundError(f"data.root {root} is not a folder")
+            raise MetadataError(f"data.root {root}: not a folder; expected a DCASE 2018 Task 4 / DESED folder with "
+                                "metadata/ and audio/")
         return root
     from kdsed.data.synth import generate
 
@@ -74,19 +75,25 @@ def weak_matrix(tags: list[tuple[str, ...] | None]) -> np.ndarray:
     return out
 
 
+def used_clips(dataset: DcaseDataset, cfg: DataConfig) -> dict[str, list[Clip]]:
+    """The clips of every subset that a run reads (unlabeled subsets capped by `max_unlabeled_per_subset`)."""
+    out = {}
+    for subset in (*TRAIN_SUBSETS, TEST, EVAL):
+        clips = dataset.subset(subset)
+        if subset != WEAK and subset in TRAIN_SUBSETS and cfg.max_unlabeled_per_subset:
+            clips = clips[: cfg.max_unlabeled_per_subset]
+        out[subset] = clips
+    return out
+
+
 def prepare_data(data_cfg: DataConfig, feature_cfg: FeatureConfig, *, progress: bool = True) -> PreparedData:
     """Load the data set, extract (or load cached) features, normalise with training statistics."""
     root = resolve_data_root(data_cfg, progress=progress)
     dataset = load_dataset(root)
     cache = Path(data_cfg.workdir) / "features"
-    raw: dict[str, FeatureSet] = {}
-    clips_by_subset = {}
-    for subset in (*TRAIN_SUBSETS, TEST, EVAL):
-        clips = dataset.subset(subset)
-        if subset != WEAK and subset in TRAIN_SUBSETS and data_cfg.max_unlabeled_per_subset:
-            clips = clips[: data_cfg.max_unlabeled_per_subset]
-        clips_by_subset[subset] = clips
-        raw[subset] = load_features(clips, feature_cfg, cache, progress=progress, label=subset)
+    clips_by_subset = used_clips(dataset, data_cfg)
+    raw = {subset: load_features(clips, feature_cfg, cache, progress=progress, label=subset)
+           for subset, clips in clips_by_subset.items()}
     normalizer = Normalizer.fit([raw[s] for s in TRAIN_SUBSETS])
     subsets = {name: normalizer.apply(fs) for name, fs in raw.items()}
     train = FeatureSet(

@@ -16,7 +16,6 @@ and the per-class winners that wrote the labels.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,9 +24,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kdsed.atomic import write_atomic
 from kdsed.constants import CLASSES, NUM_CLASSES
 
 SCHEMA_VERSION = 1
+
+
+class PseudoLabelError(ValueError):
+    """Pseudo-labels that are not probabilities (NaN or infinite), or a file that does not hold them."""
 
 
 @dataclass
@@ -46,8 +50,8 @@ def write_pseudo_labels(path: Path | str, labels: PseudoLabels) -> Path:
     if classes != NUM_CLASSES or len(labels.filenames) != n or len(labels.n_frames) != n:
         raise ValueError(f"pseudo-labels of shape {labels.probs.shape} do not match "
                          f"{len(labels.filenames)} filenames / {NUM_CLASSES} classes")
-    if not np.all(np.isfinite(labels.probs)):
-        raise ValueError("pseudo-labels contain NaN or infinite values")
+    path = Path(path)
+    _check_finite(labels, f"{path}: refusing to write pseudo-labels with")
     n_frames = np.asarray(labels.n_frames, dtype=np.int64)
     valid = np.arange(frames)[None, :] < n_frames[:, None]
     clip_idx, frame_idx = np.nonzero(valid)
@@ -59,22 +63,34 @@ def write_pseudo_labels(path: Path | str, labels: PseudoLabels) -> Path:
     columns.update({name: pa.array(values[:, c].astype(np.float32)) for c, name in enumerate(CLASSES)})
     meta = {"schema_version": SCHEMA_VERSION, "classes": list(CLASSES), **labels.meta}
     table = pa.table(columns).replace_schema_metadata({"kdsed": json.dumps(meta)})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def _check_finite(labels: PseudoLabels, what: str) -> None:
+    """Raise `PseudoLabelError` naming the first clip, frame and class whose probability is NaN or infinite."""
+    bad = ~np.isfinite(labels.probs)
+    if bad.any():
+        clip, frame, c = (int(i[0]) for i in np.nonzero(bad))
+        raise PseudoLabelError(f"{what} {int(bad.sum())} NaN or infinite values, the first of clip "
+                               f"{labels.filenames[clip]!r}, frame {frame}, class {CLASSES[c]} "
+                               f"({labels.probs[clip, frame, c]}); expected probabilities in [0, 1]")
 
 
 def read_pseudo_labels(path: Path | str, *, frames: int | None = None,
                        order: Sequence[str] | None = None) -> PseudoLabels:
     """Read a pseudo-label Parquet file back into padded arrays (clips in `order` if given)."""
-    table = pq.read_table(Path(path))
+    try:
+        table = pq.read_table(Path(path))
+    except (pa.ArrowException, OSError) as e:
+        raise PseudoLabelError(f"{path}: not a readable pseudo-label Parquet file ({e})") from None
+    missing = [c for c in ("filename", "frame", *CLASSES) if c not in table.column_names]
+    if missing:
+        raise PseudoLabelError(f"{path}: missing column(s) {', '.join(missing)}; expected filename, frame and "
+                               "one column per class")
     raw_meta = (table.schema.metadata or {}).get(b"kdsed")
     meta = json.loads(raw_meta) if raw_meta else {}
     if meta.get("classes", list(CLASSES)) != list(CLASSES):
-        raise ValueError(f"{path}: class list {meta.get('classes')} differs from {list(CLASSES)}")
+        raise PseudoLabelError(f"{path}: class list {meta.get('classes')} differs from {list(CLASSES)}")
     names = table.column("filename").combine_chunks()
     if isinstance(names, pa.DictionaryArray):
         dictionary = names.dictionary.to_pylist()
@@ -90,6 +106,7 @@ def read_pseudo_labels(path: Path | str, *, frames: int | None = None,
     for c, name in enumerate(CLASSES):
         probs[codes, frame_idx, c] = table.column(name).to_numpy()
     labels = PseudoLabels(list(dictionary), probs, n_frames, meta)
+    _check_finite(labels, f"{path}: holds")
     return reorder(labels, order) if order is not None else labels
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import io
-import os
 import random
 import sys
 import time
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdsed.atomic import write_bytes_atomic
 from kdsed.config import ModelConfig, TrainConfig, to_dict
 from kdsed.constants import NUM_CLASSES
 from kdsed.features import FeatureSet
@@ -245,17 +245,12 @@ def predict(model: nn.Module, features: FeatureSet, *, batch_size: int = 64,
 
 def save_checkpoint(result: VariantResult, directory: Path | str) -> Path:
     """Write weights (tensors only) and configs atomically to `directory/model.pt`."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "model.pt"
+    path = Path(directory) / "model.pt"
     buf = io.BytesIO()
     torch.save({"state_dict": result.state_dict, "model_config": to_dict(result.model_config),
                 "train_config": to_dict(result.train_config), "best_epoch": result.best_epoch,
                 "n_mels": result.n_mels}, buf)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    return write_bytes_atomic(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path | str) -> tuple[ModelConfig, dict[str, torch.Tensor], int]:

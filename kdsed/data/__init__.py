@@ -1,13 +1,13 @@
 """Data: the DCASE 2018 Task 4 layout reader, audio loading and the built-in synthetic set."""
 
-from kdsed.data.audio import AudioError, load_audio
+from kdsed.data.audio import AudioError, AudioNote, load_audio
 from kdsed.data.layout import (
     LAYOUTS, Clip, DcaseDataset, MissingAudioError, expected_metadata, load_dataset, read_clip_list, read_weak_csv,
     write_clip_list, write_weak_csv,
 )
 
 __all__ = [
-    "AudioError", "Clip", "DcaseDataset", "LAYOUTS", "MissingAudioError", "PRESETS", "expected_metadata", "generate",
+    "AudioError", "AudioNote", "Clip", "DcaseDataset", "LAYOUTS", "MissingAudioError", "PRESETS", "expected_metadata", "generate",
     "load_audio", "load_dataset", "read_clip_list", "read_weak_csv", "write_clip_list", "write_weak_csv",
 ]
 

@@ -11,7 +11,8 @@ from typing import Iterable, Iterator
 from kdsed.constants import (
     CLASS_INDEX, EVAL, SUBSETS, TEST, TRAIN_SUBSETS, UNLABEL_IN_DOMAIN, UNLABEL_OUT_OF_DOMAIN, WEAK,
 )
-from kdsed.events import Event, EventTable, MetadataError, check_label, read_strong_tsv
+from kdsed.atomic import write_atomic
+from kdsed.events import Event, EventTable, MetadataError, check_label, read_strong_tsv, read_tsv
 
 WEAK_HEADER = ("filename", "event_labels")
 METADATA_SUFFIXES = (".csv", ".tsv")
@@ -97,14 +98,13 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, stripped fields) of a tab-separated file, skipping blank lines and a 'filename...' header."""
     if not path.is_file():
         raise MetadataError(f"{path}: metadata file not found")
-    with path.open(newline="") as f:
-        for line, fields in enumerate(csv.reader(f, delimiter="\t"), start=1):
-            fields = [x.strip() for x in fields]
-            while fields and not fields[-1]:
-                fields.pop()
-            if not fields or (line == 1 and fields[0] == "filename"):
-                continue
-            yield line, fields
+    for line, fields in read_tsv(path):
+        fields = [x.strip() for x in fields]
+        while fields and not fields[-1]:
+            fields.pop()
+        if not fields or (line == 1 and fields[0] == "filename"):
+            continue
+        yield line, fields
 
 
 def _check_new(seen: dict[str, int], filename: str, path: Path, line: int) -> None:
@@ -159,13 +159,13 @@ def write_clip_list(path: Path | str, filenames: Iterable[str]) -> None:
 
 
 def _write_rows(path: Path, header: tuple[str, ...], rows: Iterable[list[str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    def fill(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+
+    write_atomic(path, fill)
 
 
 def _find_metadata(root: Path, subset: str) -> tuple[Path, SubsetLayout] | None:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from kdsed.atomic import write_text_atomic
 from kdsed.constants import (
     CLASS_INDEX, EVAL, SUBSETS, TEST, TRAIN_SUBSETS, UNLABEL_IN_DOMAIN, UNLABEL_OUT_OF_DOMAIN, WEAK,
 )
@@ -133,13 +134,13 @@ def generate(out: Path | str, preset: str = "mini", seed: int = 0, *, progress: 
         _say(progress, f"{root}: complete synthetic set (preset {preset}, seed {seed}) already there; nothing to do")
         return root
     _prepare(root)
-    (root / PARTIAL_MARKER).write_text(json.dumps(_marker(preset, seed), indent=2))
+    write_text_atomic(root / PARTIAL_MARKER, json.dumps(_marker(preset, seed), indent=2))
     cfg = PRESETS[preset]
     jobs = [(str(root), seed, i, s, cfg.scene) for i in range(max(cfg.counts.values()))
             for s in SUBSETS if i < cfg.counts[s]]
     results = _run_jobs(jobs, workers, progress)
     _write_metadata(root, results)
-    (root / MARKER).write_text(json.dumps(_marker(preset, seed), indent=2))
+    write_text_atomic(root / MARKER, json.dumps(_marker(preset, seed), indent=2))
     (root / PARTIAL_MARKER).unlink()
     return root
 

@@ -7,7 +7,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from kdsed.config import ConfigError, SweepConfig, from_dict, load_yaml, to_dict
+from kdsed.config import SweepConfig, from_dict, load_yaml, to_dict
+from kdsed.sweep import preflight
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "laptop.yaml"
 
@@ -49,13 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = resolve_config(args)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        preflight.check_sweep(cfg)  # fails in seconds on an unusable storage, tracking store or data set
+        from kdsed.sweep.coordinator import run_sweep, winner_table
+
+        summary = run_sweep(cfg, resume=args.resume)
+    except preflight.startup_errors() as e:
+        print(f"kdsed.sweep: error: {e}", file=sys.stderr)
         return 2
     from kdsed.experiment import format_table
-    from kdsed.sweep.coordinator import run_sweep, winner_table
 
-    summary = run_sweep(cfg, resume=args.resume)
     print(format_table(summary.reports))
     print(winner_table(summary))
     t = summary.timings
