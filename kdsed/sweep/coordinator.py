@@ -6,13 +6,19 @@ validation and eval, pick the best unit per class, write the next pseudo-labels
 as Parquet to the sweep storage, log everything to MLflow and register the
 per-class winners. State is saved after every unit and stage, so `--resume`
 continues from the last finished unit.
+
+Several sweeps may run at once against one MLflow store and one storage root:
+each has its own id (time + random suffix), its own folder
+`<storage>/sweeps/<id>/`, its own runs (found by the `kdsed.sweep_id` tag) and
+its own registered model versions (tag `sweep_id`). The aliases `champion` and
+`pass-N` of all classes are moved together, under the store's lock, so they
+always name one sweep's winners: the sweep that finished that pass last.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
 import tempfile
 import time
@@ -31,8 +37,8 @@ from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import PseudoLabels, read_pseudo_labels, write_pseudo_labels
 from kdsed.search import PostprocessChoice
 from kdsed.sweep import figures
-from kdsed.sweep.state import SweepState, UnitRecord
-from kdsed.sweep.storage import Storage
+from kdsed.sweep.state import SweepState, UnitRecord, open_state
+from kdsed.sweep.storage import Storage, file_lock
 from kdsed.sweep.tracking import Tracker, score_metrics
 from kdsed.sweep.tuning import tune_postprocessing
 from kdsed.sweep.units import StoredUnit, UnitSpec, read_unit
@@ -65,7 +71,7 @@ class SweepSummary:
 class Coordinator:
     """One sweep: its config, storage, state, MLflow tracker and the broadcast arrays."""
 
-    def __init__(self, cfg: SweepConfig, *, resume: bool = False) -> None:
+    def __init__(self, cfg: SweepConfig, *, resume: bool | str = False) -> None:
         self.cfg = cfg
         self.storage = Storage(cfg.tracking.storage)
         self.state = self._open_state(resume)
@@ -73,21 +79,12 @@ class Coordinator:
         self.timings: dict[str, float] = {"training": 0.0, "tuning": 0.0, "logging": 0.0}
         self.data: PreparedData | None = None
         self.refs: dict[str, Any] = {}
+        self.unit_runtime_env: dict[str, Any] = {}
 
-    def _open_state(self, resume: bool) -> SweepState:
-        digest = config_digest(self.cfg)
+    def _open_state(self, resume: bool | str) -> SweepState:
+        state = open_state(self.storage, config_digest(self.cfg), self.cfg.distill.passes, resume)
         if resume:
-            state = SweepState.latest(self.storage)
-            if state is None:
-                raise FileNotFoundError(f"--resume: no sweep to resume in {self.storage.root_uri}")
-            if state.config_digest != digest:
-                raise ValueError(f"--resume: sweep {state.sweep_id} was started with another configuration "
-                                 f"(digest {state.config_digest}, now {digest}); resume with the same config")
             log(f"resuming sweep {state.sweep_id}: {len(state.units)} units and stages {state.stages_done} done")
-            return state
-        sweep_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-        state = SweepState(sweep_id, digest, self.cfg.distill.passes)
-        state.save(self.storage)
         return state
 
     # ---- Ray -------------------------------------------------------------------------------------
@@ -95,14 +92,22 @@ class Coordinator:
     def start_ray(self) -> None:
         t0 = time.perf_counter()
         if not ray.is_initialized():
-            address = self.cfg.ray.address
+            # No address (and no RAY_ADDRESS): a Ray of this sweep's own, even when another sweep's local
+            # Ray or a `ray start` cluster runs on this machine ("local"; a bare ray.init() could join those).
+            address = self.cfg.ray.address or os.environ.get("RAY_ADDRESS")
             if address:
                 ray.init(address=address, log_to_driver=True)
             else:
                 # No dashboard on a laptop (it costs ~9 s and a core); quiet Ray's own Python loggers.
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True,
+                ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True,
                          logging_config=ray.LoggingConfig(log_level="ERROR"))
         self.timings["ray_start"] = time.perf_counter() - t0
+        # Ray Train's placement-group cleaner (a detached actor started per unit) finds its cluster through
+        # Ray's address auto-detection, which fails when this machine runs several Ray instances (two
+        # sweeps, or a sweep beside a `ray start` cluster): name the cluster to every unit's processes.
+        # Without Ray Train's print patch, a worker's progress line is printed once, not twice.
+        self.unit_runtime_env = {"env_vars": {"RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+                                              "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}
         log(f"Ray up in {self.timings['ray_start']:.1f} s: {ray.cluster_resources()}")
 
     def train_units(self, specs: list[UnitSpec]) -> dict[str, StoredUnit]:
@@ -114,7 +119,8 @@ class Coordinator:
             log(f"training {', '.join(s.name for s in pending)} concurrently "
                 f"({placement.workers} worker(s) each, {'1 GPU' if placement.use_gpu else f'{placement.cpus_per_worker} CPU'} per worker)")
             t0 = time.perf_counter()
-            futures = {fit_unit.remote(s, self.refs, self._settings(s, placement)): s for s in pending}
+            fit = fit_unit.options(runtime_env=self.unit_runtime_env)
+            futures = {fit.remote(s, self.refs, self._settings(s, placement)): s for s in pending}
             errors = []
             while futures:
                 [done], _ = ray.wait(list(futures), num_returns=1)
@@ -125,12 +131,14 @@ class Coordinator:
                     errors.append(f"{spec.name}: {e}")
                     log(f"{spec.name} FAILED: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
                     continue
+                attempts = int(metrics.get("attempt", 1))
                 self.state.units[spec.name] = UnitRecord(
                     self._folder(spec), metrics.get("node", ""), int(metrics.get("best_epoch", 0)),
                     float(metrics.get("train_clips_per_s", 0)), float(metrics.get("train_time_s", 0)),
-                    time.perf_counter() - t0)
+                    time.perf_counter() - t0, attempts)
                 self.state.save(self.storage)
-                log(f"{spec.name} trained: best epoch {metrics.get('best_epoch')}, "
+                retried = f" after {attempts - 1} worker failure(s) retried by Ray Train" if attempts > 1 else ""
+                log(f"{spec.name} trained{retried}: best epoch {metrics.get('best_epoch')}, "
                     f"{metrics.get('train_clips_per_s', 0):.0f} clips/s, {time.perf_counter() - t0:.0f} s")
             self.timings["training"] += time.perf_counter() - t0
             if errors:
@@ -252,6 +260,7 @@ class Coordinator:
         from kdsed.registry import register_class_bundle
 
         index = int(stage.split("-")[1])
+        versions = {}
         for c, (class_name, variant) in enumerate(zip(CLASSES, winners)):
             o = outcomes[variant]
             ch = o.scored.choice
@@ -264,11 +273,17 @@ class Coordinator:
                     gaussian_sigma=float(ch.gaussian_sigmas[c]), threshold=float(ch.thresholds[c]),
                     feature_config=self.data.feature_config, normalizer=self.data.normalizer, provenance=provenance)
                 self.tracker.artifact(stage_run, folder, f"winners/{class_name}")
-            register_class_bundle(
+            versions[class_name] = register_class_bundle(
                 self.tracker.client, class_name, self.tracker.artifact_uri(stage_run, f"winners/{class_name}"), stage_run,
                 tags={"pass": str(index), "variant": variant, "window": str(ch.median_windows[c]),
                       "threshold": str(ch.thresholds[c]), "val_f1": f"{ch.f1[c]:.6f}", "sweep_id": self.state.sweep_id},
-                aliases=["champion", f"pass-{index}"])
+                aliases=[])
+        # All classes' aliases at once, so that another sweep moving them at the same time cannot leave
+        # `champion` on a mix of two sweeps' winners (whose normalizers may differ: no bundle could be pulled).
+        with self.tracker.store_lock():
+            for class_name, version in versions.items():
+                for alias in ("champion", f"pass-{index}"):
+                    self.tracker.client.set_registered_model_alias(version.name, alias, version.version)
 
 
 def _choice_params(choice: PostprocessChoice) -> dict[str, str]:
@@ -283,15 +298,27 @@ def _restore_stage(coord: Coordinator, stage: str) -> dict:
     return json.loads(coord.storage.read_bytes(f"{coord.state.folder}/stages/{stage}.json"))
 
 
-def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> SweepSummary:
-    """Run (or resume) a whole sweep: baseline and tagging, pass 1, then passes 2..N."""
+def prepare_sweep_data(cfg: SweepConfig) -> PreparedData:
+    """`prepare_data`, exclusive among the sweeps of this machine that share the data workdir.
+
+    The first generates the synthetic set and fills the feature cache; the others wait and then read them.
+    """
+    with file_lock(Path(cfg.data.workdir) / ".prepare.lock"):
+        return prepare_data(cfg.data, cfg.features)
+
+
+def run_sweep(cfg: SweepConfig, *, resume: bool | str = False) -> SweepSummary:
+    """Run (or resume) a whole sweep: baseline and tagging, pass 1, then passes 2..N.
+
+    `resume`: True continues the latest unfinished sweep of this config in the storage; a sweep id, that sweep.
+    """
     t_start = time.perf_counter()
     coord = Coordinator(cfg, resume=resume)
     state, tr = coord.state, coord.tracker
     log(f"sweep {state.sweep_id}: {cfg.distill.passes} passes, variants "
         f"{', '.join(v.name for v in cfg.distill.variants)}; storage {coord.storage.root_uri}; MLflow {tr.uri}")
     t0 = time.perf_counter()
-    coord.data = data = prepare_data(cfg.data, cfg.features)
+    coord.data = data = prepare_sweep_data(cfg)
     coord.timings["data"] = time.perf_counter() - t0
     coord.start_ray()
     coord.refs["data"] = ray.put(data)
@@ -304,11 +331,12 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> SweepSummary:
         state.save(coord.storage)
     reports: list[StageReport] = []
 
-    def done_or_run(stage: str, index: int, specs: list[UnitSpec], **kw) -> tuple[StageReport, list[str], PostprocessChoice]:
+    def done_or_run(stage: str, index: int, specs: list[UnitSpec], started: float | None = None,
+                    **kw) -> tuple[StageReport, list[str], PostprocessChoice]:
         if stage in state.stages_done:
             saved = _restore_stage(coord, stage)
             return StageReport(**saved["report"]), saved["winners"], PostprocessChoice.from_dict(saved["choice"])
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() if started is None else started
         result = coord.finish_stage(stage, index, coord.train_units(specs), t0, **kw)
         return result.report, result.report.winners or [], result.choice
 
@@ -316,11 +344,14 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> SweepSummary:
     first = [UnitSpec("tagging", "tagging", cfg.deep, cfg.tagging_train)]
     if cfg.distill.run_baseline:
         first.insert(0, UnitSpec("baseline", "baseline", cfg.baseline, cfg.tagging_train))
+    stage0_started = time.perf_counter()
     coord.train_units([s for s in first if s.stage not in state.stages_done])
     tagger = read_unit(coord.storage, coord._folder(first[-1]), cfg.tagging_train)
     pseudo_weak = distill.pseudo_weak_targets(data, tagger.outputs.train_clip, cfg.distill)
     for spec in first:
-        kw = {"pseudo_weak": distill.pseudo_weak_scores(data, pseudo_weak)} if spec.kind == "tagging" else {}
+        # The tagging row's wall time covers all of stage 0 (the results table says "with baseline").
+        kw = {"pseudo_weak": distill.pseudo_weak_scores(data, pseudo_weak), "started": stage0_started} \
+            if spec.kind == "tagging" else {}
         reports.append(done_or_run(spec.stage, 0, [spec], **kw)[0])
 
     coord.refs["pseudo_weak"] = ray.put(pseudo_weak)
@@ -352,6 +383,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> SweepSummary:
         for png in figures.sweep_summary(Path(tmp), reports, [v.name for v in cfg.distill.variants]):
             tr.artifact(state.parent_run_id, png, "figures")
     tr.finish(state.parent_run_id)
+    state.finished = True
+    state.save(coord.storage)
     coord.timings["total"] = time.perf_counter() - t_start
     return SweepSummary(state.sweep_id, state.parent_run_id, reports, choice, winners, coord.timings)
 

@@ -7,10 +7,12 @@ crash leaves either the old file or the new one, never a half-written one
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow.fs as pafs
 
@@ -83,7 +85,34 @@ class Storage:
         Path(local).write_bytes(self.read_bytes(rel))
         return Path(local)
 
+    def list_files(self, rel: str) -> list[str]:
+        """Names of the files directly under `rel` (empty if it does not exist)."""
+        selector = pafs.FileSelector(self._path(rel), allow_not_found=True)
+        return sorted(i.base_name for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.File)
+
     def list_dirs(self, rel: str) -> list[str]:
         """Names of the folders directly under `rel` (empty if it does not exist)."""
         selector = pafs.FileSelector(self._path(rel), allow_not_found=True)
         return sorted(i.base_name for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.Directory)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path | str) -> Iterator[None]:
+    """Hold an exclusive lock on the local file `path` (created if absent) for processes of this machine.
+
+    Guards what concurrent sweeps on one machine would otherwise race on: generating the synthetic set,
+    creating a SQLite MLflow store, moving registry aliases. Without `fcntl` (Windows) it does nothing.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -4,20 +4,34 @@ Layout: one experiment; a parent run per sweep; a child run per stage
 (baseline, tagging, pass-1 ... pass-N); a grandchild run per unit of a stage.
 Runs are found again by their `kdsed.sweep_id` / `kdsed.unit` tags, so a
 resumed sweep never logs a unit twice.
+
+Several sweeps may share one store. On a local SQLite store they are
+processes of one machine: creating the store and moving registry aliases
+happen under a lock file beside the database, and a write that finds the
+database locked is retried with backoff.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import random
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from kdsed.config import TrackingConfig, to_dict
 from kdsed.constants import CLASSES
 from kdsed.metrics import EventScores
+from kdsed.sweep.storage import file_lock
 
 os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "1")
+
+
+# MLflow 3's UI opens an experiment in its GenAI view unless the experiment says it is model training.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 class TrackingError(RuntimeError):
@@ -52,11 +66,50 @@ def score_metrics(prefix: str, scores: EventScores | dict) -> dict[str, float]:
     return out
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a local SQLite store, else None."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def sqlite_artifact_root(uri: str) -> Path | None:
     """For a local SQLite store, the artifact folder beside the database file (`mlartifacts/`)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+    db = sqlite_path(uri)
+    return None if db is None else db.parent / "mlartifacts"
+
+
+LOCKED_MESSAGES = ("database is locked", "database table is locked")
+RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # 30-60 s in all (jitter), beyond SQLite's 20 s busy timeout
+
+
+def is_locked_error(error: BaseException) -> bool:
+    """A SQLite store refused a write because another process held the database (safe to retry: rolled back)."""
+    return any(m in str(error) for m in LOCKED_MESSAGES)
+
+
+def retry_when_locked(call: Callable, *, delays_s: tuple[float, ...] = RETRY_DELAYS_S) -> Callable:
+    """`call`, retried with backoff (and jitter) while a SQLite store says the database is locked."""
+    @functools.wraps(call)
+    def retried(*args, **kwargs):
+        for delay in delays_s:
+            try:
+                return call(*args, **kwargs)
+            except Exception as e:  # MlflowException wraps sqlite3.OperationalError
+                if not is_locked_error(e):
+                    raise
+                time.sleep(delay * (1 + random.random()))
+        return call(*args, **kwargs)
+    return retried
+
+
+class RetryingClient:
+    """An MlflowClient whose every method is retried while a SQLite store is locked by another writer."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        return retry_when_locked(attr) if callable(attr) else attr
 
 
 class Tracker:
@@ -72,16 +125,43 @@ class Tracker:
         if artifact_root is not None:
             artifact_root.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
         try:
-            experiment = self.client.get_experiment_by_name(cfg.experiment)
-            if experiment is None:
+            # MLflow creates a new SQLite store's tables (when the client is made) without a lock: two sweeps
+            # starting together would both run the migrations. The experiment is created under the same lock.
+            with self.store_lock():
+                self.client = RetryingClient(MlflowClient(self.uri, registry_uri=self.uri))
                 location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-                self.experiment_id = self.client.create_experiment(cfg.experiment, artifact_location=location)
-            else:
-                self.experiment_id = experiment.experiment_id
+                self.experiment_id = self._experiment(cfg.experiment, location)
+                self.client.search_registered_models(max_results=1)  # the registry's tables too
         except Exception as e:  # MLflow raises many types for an unreachable store
             raise TrackingError(f"MLflow tracking store {self.uri} cannot be used: {e}") from None
+
+    def _experiment(self, name: str, location: str | None) -> str:
+        """The experiment's id, created if absent (another sweep may create it at the same moment)."""
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=location,
+                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    @contextlib.contextmanager
+    def store_lock(self) -> Iterator[None]:
+        """Exclusive among the processes of this machine that use the same SQLite store (a no-op for a server)."""
+        db = sqlite_path(self.uri)
+        if db is None:
+            yield
+            return
+        with file_lock(db.with_name(db.name + ".kdsed-lock")):
+            yield
 
     def run(self, unit: str, name: str, parent_id: str | None, tags: Mapping[str, str] | None = None) -> str:
         """The run of `unit` in this sweep: found by tag, or created under `parent_id`."""

@@ -3,14 +3,19 @@
 A unit's folder holds `model.pt` (weights only), `outputs.npz` (frame
 probabilities on training, validation and eval clips) and `summary.json`
 (history, throughput, node). Workers write it; the coordinator and
-`--resume` read it.
+`--resume` read it. `attempts/` holds one small JSON file per worker start
+(rank, pid, node), so retries by Ray Train are counted and can be traced.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import secrets
+import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -63,6 +68,27 @@ def write_unit(storage: Storage, folder: str, result: VariantResult, outputs: Ou
         "train_clips_per_s": result.train_clips_per_s, "train_time_s": result.train_time_s, **extra,
     }
     storage.write_bytes(f"{folder}/summary.json", json.dumps(summary).encode())
+
+
+ATTEMPTS_DIR = "attempts"
+
+
+def record_attempt(storage: Storage, folder: str, fit_id: str, rank: int, *, node: str = "") -> int:
+    """Record a worker's start in `folder/attempts/`; returns its attempt number within fit `fit_id` (1 = first)."""
+    started = time.time()
+    info = {"fit_id": fit_id, "rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "node": node,
+            "started": started}
+    prefix = f"{fit_id}-rank{rank}-"
+    storage.write_bytes(f"{folder}/{ATTEMPTS_DIR}/{prefix}{started:.6f}-{secrets.token_hex(2)}.json",
+                        json.dumps(info).encode())
+    return sum(name.startswith(prefix) for name in storage.list_files(f"{folder}/{ATTEMPTS_DIR}"))
+
+
+def read_attempts(storage: Storage, folder: str) -> list[dict]:
+    """Every worker start recorded in a unit's folder (all fits, all ranks), oldest first."""
+    rel = f"{folder}/{ATTEMPTS_DIR}"
+    names = [n for n in storage.list_files(rel) if n.endswith(".json") and not n.startswith(".")]
+    return sorted((json.loads(storage.read_bytes(f"{rel}/{n}")) for n in names), key=lambda r: r["started"])
 
 
 @dataclass

@@ -4,11 +4,17 @@ Ray Train V2 cannot run inside `tune.Tuner`, so every unit of a pass is a
 `TorchTrainer.fit()` inside its own Ray task, and the tasks run concurrently.
 Features reach the workers once per sweep through the object store; the
 current pseudo-labels once per pass.
+
+Every worker of every attempt records itself (rank, pid, node) in
+`<unit folder>/attempts/` when it starts: that is how a retry by Ray Train
+is counted, logged and reported back to the coordinator.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -22,7 +28,7 @@ from ray.train.torch import TorchTrainer
 from kdsed import distill
 from kdsed.config import DistillConfig, VariantSpec
 from kdsed.sweep.storage import Storage
-from kdsed.sweep.units import UnitSpec, write_unit
+from kdsed.sweep.units import UnitSpec, record_attempt, write_unit
 from kdsed.train import TargetSet, epoch_printer, train_variant
 
 
@@ -52,6 +58,13 @@ def train_loop_per_worker(config: dict) -> None:
 
     spec: UnitSpec = config["spec"]
     refs = config["refs"]
+    rank = ray.train.get_context().get_world_rank()
+    attempt = record_attempt(Storage(config["storage"]), config["folder"], config["fit_id"], rank,
+                             node=ray.get_runtime_context().get_node_id())
+    if attempt > 1 and rank == 0:
+        print(f"[{spec.name}] RETRY: attempt {attempt} (Ray Train retries a failed worker group up to "
+              f"{config['max_failures']} times); training again from scratch, seeded, so with the same result",
+              file=sys.stderr, flush=True)
     data = ray.get(refs["data"])
     torch.set_num_threads(config["threads"])
     device = ray.train.torch.get_device()
@@ -62,13 +75,13 @@ def train_loop_per_worker(config: dict) -> None:
                            on_epoch=epoch_printer(spec.name, train_cfg.epochs))
     node = ray.get_runtime_context().get_node_id()
     metrics = {"best_epoch": result.best_epoch, "train_clips_per_s": result.train_clips_per_s,
-               "train_time_s": result.train_time_s, "node": node}
-    if ray.train.get_context().get_world_rank() != 0:
+               "train_time_s": result.train_time_s, "node": node, "attempt": attempt}
+    if rank != 0:
         ray.train.report(metrics)
         return
     outputs = distill.predict_all(result, data, str(device))
     extra = {"node": node, "node_resources": _node_resources(config["node_resource_prefix"]),
-             "wall_time_s": time.perf_counter() - start}
+             "wall_time_s": time.perf_counter() - start, "attempt": attempt}
     write_unit(Storage(config["storage"]), config["folder"], result, outputs, extra)
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "unit.txt"), "w") as f:
@@ -85,6 +98,7 @@ def fit_unit(spec: UnitSpec, refs: dict[str, Any], settings: dict[str, Any]) -> 
         train_loop_per_worker,
         train_loop_config={"spec": spec, "refs": refs, "distill": settings["distill"], "threads": placement.threads,
                            "storage": settings["storage"], "folder": settings["folder"],
+                           "fit_id": secrets.token_hex(4), "max_failures": settings["max_failures"],
                            "node_resource_prefix": settings.get("node_resource_prefix", "")},
         scaling_config=ScalingConfig(num_workers=placement.workers, use_gpu=placement.use_gpu,
                                      resources_per_worker=resources),
