@@ -150,7 +150,7 @@ def capture_ui(url: str, out_dir: Path, *, experiment: str = "kdsed", pass_index
         shot("runs", next(r["info"]["run_name"] for r in runs if "/" in r["info"]["run_name"]))
 
         # The comparison: differing params and metrics only, run details to metrics table in one picture.
-        page.set_viewport_size({"width": 1500, "height": 2200})
+        page.set_viewport_size({"width": 1900, "height": 2200})  # room for six variants side by side
         runs_param = urllib.parse.quote(json.dumps(variants))
         page.goto(f"{url}/#/compare-runs?runs={runs_param}&experiments={urllib.parse.quote(json.dumps([experiment_id]))}")
         page.get_by_text(f"eval_f1_{class_name}", exact=True).first.wait_for(state="visible")
@@ -165,7 +165,7 @@ def capture_ui(url: str, out_dir: Path, *, experiment: str = "kdsed", pass_index
         findings.text["compare"] = page.inner_text("body")
         findings.screenshots["compare"] = out_dir / "mlflow_compare.png"
         page.screenshot(path=str(findings.screenshots["compare"]),
-                        clip={"x": 180, "y": top["y"] - 10, "width": 1320, "height": bottom["y"] - top["y"]})
+                        clip={"x": 180, "y": top["y"] - 10, "width": 1720, "height": bottom["y"] - top["y"]})
         page.set_viewport_size({"width": 1500, "height": 950})
 
         page.goto(f"{url}/#/models")
