@@ -7,7 +7,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from kdsed.atomic import write_atomic
 from kdsed.constants import CLASS_INDEX, CLASSES, Seconds
@@ -146,13 +146,18 @@ def write_strong_tsv(path: Path | str, table: Mapping[str, Iterable[Event]]) -> 
             _check_writable(e, filename, path)
             rows.append([filename, format_time(e.onset_s), format_time(e.offset_s), e.label])
 
+    write_tsv(path, STRONG_HEADER, rows)
+
+
+def write_tsv(path: Path | str, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Write a tab-separated metadata file with its header, atomically."""
     def fill(tmp: Path) -> None:
         with tmp.open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-            writer.writerow(STRONG_HEADER)
+            writer.writerow(header)
             writer.writerows(rows)
 
-    write_atomic(path, fill)
+    write_atomic(Path(path), fill)
 
 
 def _check_writable(e: Event, filename: str, path: Path | str) -> None:

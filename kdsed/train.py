@@ -11,6 +11,7 @@ import io
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -113,7 +114,10 @@ class _Batches:
     def __init__(self, data: TargetSet, device: torch.device) -> None:
         fs = data.features
         self.n = len(fs)
-        self.x = torch.from_numpy(np.ascontiguousarray(fs.features, dtype=np.float32)).to(device)
+        with warnings.catch_warnings():
+            # Features shared through Ray's object store are read-only; they are only ever read here.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self.x = torch.from_numpy(np.ascontiguousarray(fs.features, dtype=np.float32)).to(device)
         self.n_frames = torch.from_numpy(np.asarray(fs.n_frames, dtype=np.int64)).to(device)
         frames = self.x.shape[1]
         frame_valid = torch.arange(frames, device=device)[None, :] < self.n_frames[:, None]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +10,7 @@ from typing import Iterable, Iterator
 from kdsed.constants import (
     CLASS_INDEX, EVAL, SUBSETS, TEST, TRAIN_SUBSETS, UNLABEL_IN_DOMAIN, UNLABEL_OUT_OF_DOMAIN, WEAK,
 )
-from kdsed.atomic import write_atomic
-from kdsed.events import Event, EventTable, MetadataError, check_label, read_strong_tsv, read_tsv
+from kdsed.events import Event, EventTable, MetadataError, check_label, read_strong_tsv, read_tsv, write_tsv
 
 WEAK_HEADER = ("filename", "event_labels")
 METADATA_SUFFIXES = (".csv", ".tsv")
@@ -150,22 +148,12 @@ def read_clip_list(path: Path | str) -> list[str]:
 
 def write_weak_csv(path: Path | str, labels: dict[str, Iterable[str]]) -> None:
     """Write {filename: labels} as a weak-label file, sorted by filename."""
-    _write_rows(Path(path), WEAK_HEADER, ([name, ",".join(labels[name])] for name in sorted(labels)))
+    write_tsv(path, WEAK_HEADER, ([name, ",".join(labels[name])] for name in sorted(labels)))
 
 
 def write_clip_list(path: Path | str, filenames: Iterable[str]) -> None:
     """Write an unlabeled clip list, sorted by filename."""
-    _write_rows(Path(path), ("filename",), ([name] for name in sorted(filenames)))
-
-
-def _write_rows(path: Path, header: tuple[str, ...], rows: Iterable[list[str]]) -> None:
-    def fill(tmp: Path) -> None:
-        with tmp.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
-
-    write_atomic(path, fill)
+    write_tsv(path, ("filename",), ([name] for name in sorted(filenames)))
 
 
 def _find_metadata(root: Path, subset: str) -> tuple[Path, SubsetLayout] | None:

@@ -372,7 +372,10 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | str = False) -> SweepSummary:
         pass_times.append(time.perf_counter() - t0)
         left = cfg.distill.passes - k
         if left:
-            log(f"{stage} finished; about {left * pass_times[-1]:.0f} s left for {left} more pass(es)")
+            if k >= 2:  # pass 1 trains one unit, later passes every variant: only they predict the rest
+                log(f"{stage} finished; about {left * pass_times[-1]:.0f} s left for {left} more pass(es)")
+            else:
+                log(f"{stage} finished; {left} more pass(es) of {len(cfg.distill.variants)} variants each")
     tr.log(state.parent_run_id, metrics={"wall_time_s": time.perf_counter() - t_start,
                                          **{f"time_{k}_s": v for k, v in coord.timings.items()}})
     with tempfile.TemporaryDirectory() as tmp:
