@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from kdsed import distill
-from kdsed.config import ExperimentConfig, SweepConfig, dump_yaml, load_yaml
+from kdsed.atomic import write_text_atomic
+from kdsed.config import ConfigError, ExperimentConfig, SweepConfig, dump_yaml, from_dict, load_yaml, to_dict
 from kdsed.constants import CLASSES
+from kdsed.events import MetadataError
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import PseudoLabels, write_pseudo_labels
 from kdsed.train import TargetSet, epoch_printer, predict
@@ -103,8 +105,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: Path | str, *, data: Prepared
                                    pseudo=quality.to_json() if quality else None, winners=list(winners),
                                    variants={n: _scores(o.scored) for n, o in outcomes.items()}))
         print(format_table(reports, baseline_with_tagging=False), file=sys.stderr, flush=True)
-    (out / "results.json").write_text(json.dumps([asdict(r) for r in reports], indent=1))
-    (out / "results.md").write_text(format_table(reports, baseline_with_tagging=False))
+    write_text_atomic(out / "results.json", json.dumps([asdict(r) for r in reports], indent=1))
+    write_text_atomic(out / "results.md", format_table(reports, baseline_with_tagging=False))
     return reports
 
 
@@ -199,12 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("kdsed_runs/experiment"))
     parser.add_argument("--passes", type=int, default=None)
     args = parser.parse_args(argv)
-    cfg = load_yaml(SweepConfig, args.config)  # the sweep's YAML; its ray/tracking sections are unused here
-    if args.passes is not None:
-        from dataclasses import replace
-        cfg = replace(cfg, distill=replace(cfg.distill, passes=args.passes))
     t0 = time.perf_counter()
-    reports = run_experiment(cfg, args.out)
+    try:
+        cfg = load_yaml(SweepConfig, args.config)  # the sweep's YAML; its ray/tracking sections are unused here
+        if args.passes is not None:
+            from dataclasses import replace
+            cfg = from_dict(SweepConfig, to_dict(replace(cfg, distill=replace(cfg.distill, passes=args.passes))))
+        reports = run_experiment(cfg, args.out)
+    except (ConfigError, MetadataError, FileNotFoundError) as e:  # bad input: one line, no traceback
+        print(f"kdsed.experiment: error: {e}", file=sys.stderr)
+        return 2
     print(format_table(reports, baseline_with_tagging=False))
     print(f"total wall time {time.perf_counter() - t0:.0f} s; results in {args.out}")
     return 0

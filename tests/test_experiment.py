@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kdsed.constants import CLASSES
 from kdsed.experiment import StageReport, format_table, short_class_name, variant_label
 
@@ -65,3 +67,20 @@ def test_short_names_and_variant_labels():
     assert variant_label("deep-none") == "deep, no smoothing"
     assert variant_label("shallow-median") == "shallow, median"
     assert variant_label("deep") == "deep"
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    from kdsed.experiment import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("distill:\n  pases: 2\n")
+    out = tmp_path / "out"
+    assert main(["--config", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"kdsed.experiment: error: {bad}: distill.pases: unknown key; known keys here: "
+                   "mask_weak_clips, passes, pseudo_gaussian_sigma, pseudo_median_window, pseudo_weak, "
+                   "pseudo_weak_threshold, run_baseline, variants"]
+    smoke = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.yaml"
+    assert main(["--config", str(smoke), "--passes", "0", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == "kdsed.experiment: error: distill.passes: must be >= 1"
+    assert not out.exists()
