@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from kdsed.bundle import BundleError, assemble_bundle, load_bundle
 from kdsed.constants import CHAMPION_ALIAS, CLASSES, DEFAULT_TRACKING_URI, REGISTERED_MODEL_PREFIX
@@ -41,8 +41,8 @@ def log_class_bundle(client: Any, run_id: str, directory: Path | str, *, artifac
 
 
 def register_class_bundle(client: Any, class_name: str, artifact_uri: str, run_id: str,
-                          tags: Mapping[str, Any], aliases: Sequence[str]) -> Any:
-    """Register a logged class bundle as a new version of `kdsed-<class>`, tag it and point `aliases` at it."""
+                          tags: Mapping[str, Any]) -> Any:
+    """Register a logged class bundle as a new version of `kdsed-<class>` and tag it (aliases: `point_aliases`)."""
     from mlflow.exceptions import MlflowException
 
     name = registered_model_name(class_name)
@@ -51,11 +51,15 @@ def register_class_bundle(client: Any, class_name: str, artifact_uri: str, run_i
     except MlflowException as e:
         if e.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    version = client.create_model_version(name, source=artifact_uri, run_id=run_id,
-                                          tags={str(k): str(v) for k, v in tags.items()})
-    for alias in aliases:
-        client.set_registered_model_alias(name, alias, version.version)
-    return client.get_model_version(name, version.version)
+    return client.create_model_version(name, source=artifact_uri, run_id=run_id,
+                                       tags={str(k): str(v) for k, v in tags.items()})
+
+
+def point_aliases(client: Any, versions: Iterable[Any], aliases: Sequence[str]) -> None:
+    """Point every alias in `aliases` of each version's registered model at that version."""
+    for version in versions:
+        for alias in aliases:
+            client.set_registered_model_alias(version.name, alias, version.version)
 
 
 def resolve_versions(client: Any, alias: str) -> dict[str, Any]:

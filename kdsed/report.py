@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from kdsed.atomic import replace_dir_atomic, write_text_atomic
+from kdsed.config import VariantSpec
 from kdsed.constants import CLASSES, DEFAULT_TRACKING_URI, MLFLOW_EXPERIMENT
 from kdsed.experiment import StageReport, format_table, percent, short_class_name, stage_label
+from kdsed.sweep.tracking import sqlite_path
 
 SWEEP_UNIT = "sweep"  # the `kdsed.unit` tag of a sweep's parent run
 _STATS = (("f_measure", "f1"), ("precision", "precision"), ("recall", "recall"))
@@ -72,8 +74,8 @@ def open_store(tracking_uri: str):
     """An MlflowClient on `tracking_uri`; a local SQLite store must exist (MLflow would create an empty one)."""
     from mlflow import MlflowClient
 
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri.removeprefix("sqlite:///"))
+    path = sqlite_path(tracking_uri)
+    if path is not None:
         if not path.is_file():
             raise ReportError(f"no MLflow store at {path} (run `python -m kdsed.sweep` first, or pass --tracking-uri)")
     return MlflowClient(tracking_uri)
@@ -134,7 +136,7 @@ def _variant_order(params: dict[str, str]) -> list[str]:
     import ast
 
     try:
-        return [f"{v['model']}-{v['smoothing']}" for v in ast.literal_eval(params.get("distill.variants", "[]"))]
+        return [VariantSpec(**v).name for v in ast.literal_eval(params.get("distill.variants", "[]"))]
     except (ValueError, SyntaxError, KeyError, TypeError):  # truncated or unusual: fall back to start time
         return []
 

@@ -16,7 +16,7 @@ from kdsed.constants import CHAMPION_ALIAS, CLASSES
 from kdsed.features import FeatureSet
 from kdsed.models import build_model
 from kdsed.predict import predict_probs
-from kdsed.registry import RegistryError, log_class_bundle, main, pull_bundle, register_class_bundle
+from kdsed.registry import RegistryError, log_class_bundle, main, pull_bundle, point_aliases, register_class_bundle
 from test_bundle import TINY, class_params, make_class_bundles, model_seed, tiny_state
 
 os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "1")
@@ -37,7 +37,8 @@ def _register_pass(client, experiment_id: str, root: Path, pass_index: int, clas
         p = class_params(name, pass_index)
         tags = {"pass": pass_index, "variant": p["provenance"]["variant"], "window": p["median_window"],
                 "threshold": p["threshold"], "val_f1": p["provenance"]["val_f1"]}
-        register_class_bundle(client, name, uri, run_id, tags, [CHAMPION_ALIAS, f"pass-{pass_index}"])
+        version = register_class_bundle(client, name, uri, run_id, tags)
+        point_aliases(client, [version], [CHAMPION_ALIAS, f"pass-{pass_index}"])
     client.set_terminated(run_id)
 
 

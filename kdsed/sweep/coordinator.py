@@ -257,7 +257,7 @@ class Coordinator:
     def _register_winners(self, stage: str, stage_run: str, outcomes: dict[str, distill.VariantOutcome],
                           winners: list[str]) -> None:
         from kdsed.bundle import write_class_bundle
-        from kdsed.registry import register_class_bundle
+        from kdsed.registry import point_aliases, register_class_bundle
 
         index = int(stage.split("-")[1])
         versions = {}
@@ -276,14 +276,11 @@ class Coordinator:
             versions[class_name] = register_class_bundle(
                 self.tracker.client, class_name, self.tracker.artifact_uri(stage_run, f"winners/{class_name}"), stage_run,
                 tags={"pass": str(index), "variant": variant, "window": str(ch.median_windows[c]),
-                      "threshold": str(ch.thresholds[c]), "val_f1": f"{ch.f1[c]:.6f}", "sweep_id": self.state.sweep_id},
-                aliases=[])
+                      "threshold": str(ch.thresholds[c]), "val_f1": f"{ch.f1[c]:.6f}", "sweep_id": self.state.sweep_id})
         # All classes' aliases at once, so that another sweep moving them at the same time cannot leave
         # `champion` on a mix of two sweeps' winners (whose normalizers may differ: no bundle could be pulled).
         with self.tracker.store_lock():
-            for class_name, version in versions.items():
-                for alias in ("champion", f"pass-{index}"):
-                    self.tracker.client.set_registered_model_alias(version.name, alias, version.version)
+            point_aliases(self.tracker.client, versions.values(), ["champion", f"pass-{index}"])
 
 
 def _choice_params(choice: PostprocessChoice) -> dict[str, str]:

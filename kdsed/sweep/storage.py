@@ -1,20 +1,20 @@
 """The sweep's storage: a local folder or a remote URI (s3://, gs://) through pyarrow.fs.
 
-Every write goes to a temporary name first and is then moved into place, so a
-crash leaves either the old file or the new one, never a half-written one
-(object stores write whole objects, which is atomic already).
+Every local write goes through `kdsed.atomic` (a temporary sibling, then a
+rename), so a crash leaves either the old file or the new one, never a
+half-written one; object stores write whole objects, which is atomic already.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pyarrow.fs as pafs
+
+from kdsed.atomic import write_atomic, write_bytes_atomic
 
 
 class StorageError(OSError):
@@ -57,12 +57,7 @@ class Storage:
     def write_bytes(self, rel: str, data: bytes) -> str:
         """Write `data` to `rel` atomically; returns its URI."""
         if self.is_local:
-            target = Path(self._path(rel))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
+            write_bytes_atomic(self._path(rel), data)
         else:
             with self.fs.open_output_stream(self._path(rel)) as f:
                 f.write(data)
@@ -71,11 +66,7 @@ class Storage:
     def put_file(self, local: Path | str, rel: str) -> str:
         """Copy a local file to `rel` atomically; returns its URI."""
         if self.is_local:
-            target = Path(self._path(rel))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-            shutil.copyfile(local, tmp)
-            os.replace(tmp, target)
+            write_atomic(self._path(rel), lambda tmp: shutil.copyfile(local, tmp))
             return self.uri(rel)
         return self.write_bytes(rel, Path(local).read_bytes())
 

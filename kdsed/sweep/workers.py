@@ -59,8 +59,8 @@ def train_loop_per_worker(config: dict) -> None:
     spec: UnitSpec = config["spec"]
     refs = config["refs"]
     rank = ray.train.get_context().get_world_rank()
-    attempt = record_attempt(Storage(config["storage"]), config["folder"], config["fit_id"], rank,
-                             node=ray.get_runtime_context().get_node_id())
+    node = ray.get_runtime_context().get_node_id()
+    attempt = record_attempt(Storage(config["storage"]), config["folder"], config["fit_id"], rank, node=node)
     if attempt > 1 and rank == 0:
         print(f"[{spec.name}] RETRY: attempt {attempt} (Ray Train retries a failed worker group up to "
               f"{config['max_failures']} times); training again from scratch, seeded, so with the same result",
@@ -73,7 +73,6 @@ def train_loop_per_worker(config: dict) -> None:
     result = train_variant(spec.model, train_cfg, build_targets(spec, data, refs, config["distill"]),
                            distill.validation_set(data, strong=train_cfg.strong_loss_weight > 0),
                            on_epoch=epoch_printer(spec.name, train_cfg.epochs))
-    node = ray.get_runtime_context().get_node_id()
     metrics = {"best_epoch": result.best_epoch, "train_clips_per_s": result.train_clips_per_s,
                "train_time_s": result.train_time_s, "node": node, "attempt": attempt}
     if rank != 0:
