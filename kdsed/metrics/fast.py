@@ -227,16 +227,25 @@ def _hard_matches(rows: np.ndarray, cols: np.ndarray, cells: np.ndarray, n_cells
     return np.bincount(row_cell[match >= 0], minlength=n_cells)
 
 
+def clip_class_counts(reference: EventArrays, estimated: EventArrays, *, n_files: int,
+                      onset_collar_s: Seconds = ONSET_COLLAR_S,
+                      offset_collar_rate: float = OFFSET_COLLAR_RATE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-clip, per-class TP, n_sys and n_ref (each int64, shape (n_files, 10)); they sum to `class_counts`."""
+    n_groups = n_files * NUM_CLASSES
+    tp = match_counts(reference.groups, reference.onset_s, reference.offset_s, estimated.groups,
+                      estimated.onset_s, estimated.offset_s, n_groups=n_groups,
+                      onset_collar_s=onset_collar_s, offset_collar_rate=offset_collar_rate)
+    n_sys = np.bincount(estimated.groups, minlength=n_groups)
+    n_ref = np.bincount(reference.groups, minlength=n_groups)
+    return tuple(a.astype(np.int64).reshape(n_files, NUM_CLASSES) for a in (tp, n_sys, n_ref))  # type: ignore
+
+
 def class_counts(reference: EventArrays, estimated: EventArrays, *, n_files: int,
                  onset_collar_s: Seconds = ONSET_COLLAR_S,
                  offset_collar_rate: float = OFFSET_COLLAR_RATE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class TP, FP, FN (each shape (10,)) of `estimated` against `reference` over `n_files` clips."""
-    tp = match_counts(reference.groups, reference.onset_s, reference.offset_s, estimated.groups,
-                      estimated.onset_s, estimated.offset_s, n_groups=n_files * NUM_CLASSES,
-                      onset_collar_s=onset_collar_s, offset_collar_rate=offset_collar_rate)
-    tp = tp.reshape(n_files, NUM_CLASSES).sum(axis=0)
-    n_ref = np.bincount(reference.class_ids, minlength=NUM_CLASSES)
-    n_sys = np.bincount(estimated.class_ids, minlength=NUM_CLASSES)
+    tp, n_sys, n_ref = (a.sum(axis=0) for a in clip_class_counts(
+        reference, estimated, n_files=n_files, onset_collar_s=onset_collar_s, offset_collar_rate=offset_collar_rate))
     return tp, n_sys - tp, n_ref - tp
 
 
