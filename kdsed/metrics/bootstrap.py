@@ -138,7 +138,8 @@ def resampled_scores(counts: ClipCounts, weights: np.ndarray) -> ScoreArrays:
     if weights.ndim != 2 or weights.shape[1] != len(counts):
         raise ValueError(f"weights of shape {weights.shape} for {len(counts)} clips; expected (n_resamples, "
                          f"{len(counts)})")
-    tp, n_sys, n_ref = (weights @ a.astype(np.float64) for a in (counts.tp, counts.n_sys, counts.n_ref))
+    stacked = np.concatenate([counts.tp, counts.n_sys, counts.n_ref], axis=1).astype(np.float64)
+    tp, n_sys, n_ref = np.split(weights @ stacked, 3, axis=1)  # one BLAS call for the three counts
     return scores_from_counts(tp, n_sys, n_ref)
 
 
