@@ -287,10 +287,11 @@ def test_unit_failing_after_retries_stops_the_pass_with_the_failure_listed(concu
     import mlflow
     import ray
 
+    from kdsed import schema, stages
     from kdsed.config import SweepConfig, load_yaml
-    from kdsed.sweep.coordinator import Coordinator, prepare_sweep_data
+    from kdsed.sweep.coordinator import Coordinator
     from kdsed.sweep.storage import Storage
-    from kdsed.sweep.units import UnitSpec, read_attempts
+    from kdsed.sweep.units import read_attempts
 
     cfg = load_yaml(SweepConfig, sweep_config(tmp_path))
     work = concurrent_sweeps.root / "work"  # the pair's synthetic set and feature cache: nothing to extract
@@ -298,13 +299,12 @@ def test_unit_failing_after_retries_stops_the_pass_with_the_failure_listed(concu
                   ray=replace(cfg.ray, max_failures=1, cpus_per_variant=1.0))
     tracking_uri = mlflow.get_tracking_uri()
     coord = Coordinator(cfg)
+    tagging = stages.first_units(cfg)[-1]
+    good = replace(tagging, train=replace(tagging.train, epochs=1))
+    # A pass-2 variant without the previous pass's pseudo-labels (never broadcast): every attempt fails the same way.
+    bad = stages.pass_units(cfg, 2)[0]
     try:
-        coord.data = prepare_sweep_data(cfg)
-        coord.start_ray()
-        coord.refs["data"] = ray.put(coord.data)
-        good = UnitSpec("tagging", "tagging", cfg.deep, replace(cfg.tagging_train, epochs=1))
-        # A pass-2 variant without the previous pass's pseudo-labels: every attempt fails the same way.
-        bad = UnitSpec("pass-2/deep-none", "variant", cfg.deep, cfg.train)
+        coord.set_up()
         with pytest.raises(RuntimeError) as failed:
             coord.train_units([good, bad])
     finally:
@@ -312,15 +312,14 @@ def test_unit_failing_after_retries_stops_the_pass_with_the_failure_listed(concu
         mlflow.set_tracking_uri(tracking_uri)
     message = str(failed.value)
     assert message.startswith("units failed after Ray's retries (finished units are saved; use --resume):\n")
-    assert "\npass-2/deep-none: " in message and "'previous'" in message and "\ntagging: " not in message
+    assert f"\n{bad.name}: " in message and "'previous'" in message and f"\n{good.name}: " not in message
     # Ray Train tried the failing unit 1 + max_failures times; the other unit finished and was saved.
     storage = Storage(cfg.tracking.storage)
-    folder = f"{coord.state.folder}/units/pass-2__deep-none"
-    assert [r["rank"] for r in read_attempts(storage, folder)] == [0, 0]
+    assert [r["rank"] for r in read_attempts(storage, coord.unit_folder(bad))] == [0, 0]
     saved = read_states(tmp_path)[coord.state.sweep_id]
-    assert list(saved["units"]) == ["tagging"] and saved["units"]["tagging"]["attempts"] == 1
-    assert storage.exists(f"{coord.state.folder}/units/tagging/model.pt")
-    assert not storage.exists(f"{folder}/model.pt")
+    assert list(saved["units"]) == [good.name] and saved["units"][good.name]["attempts"] == 1
+    assert storage.exists(f"{coord.unit_folder(good)}/{schema.CHECKPOINT_FILE}")
+    assert not storage.exists(f"{coord.unit_folder(bad)}/{schema.CHECKPOINT_FILE}")
 
 
 # ---- the pieces that make sharing safe, on their own ----------------------------------------------------

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from kdsed.constants import CLASSES
-from kdsed.experiment import format_table, short_class_name
-from kdsed.report import find_parent_run, load_sweep, main, scores_from_metrics
-from kdsed.sweep.tracking import score_metrics
+from kdsed.results import format_table, short_class_name
+from kdsed.report import find_parent_run, load_sweep, main
+from kdsed.schema import score_metrics, scores_from_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
