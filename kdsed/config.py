@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 import yaml
 
 from kdsed.atomic import write_text_atomic
-from kdsed.constants import CLIP_DURATION_S, DEFAULT_TRACKING_URI, MLFLOW_EXPERIMENT, Seconds
+from kdsed.constants import (CLIP_DURATION_S, DEFAULT_STORAGE, DEFAULT_TRACKING_URI, DEFAULT_WORKDIR,
+                             MLFLOW_EXPERIMENT, Seconds)
 
 T = TypeVar("T")
 
@@ -162,7 +163,7 @@ class DataConfig:
     synth_preset: str = "mini"
     synth_seed: int = 0
     max_unlabeled_per_subset: int = 0  # 0 = use every unlabeled clip
-    workdir: str = "kdsed_runs"
+    workdir: str = DEFAULT_WORKDIR
 
     def validate(self) -> None:
         _require(self.max_unlabeled_per_subset >= 0, "max_unlabeled_per_subset", "must be >= 0")
@@ -238,7 +239,7 @@ class TrackingConfig:
 
     tracking_uri: str = DEFAULT_TRACKING_URI
     experiment: str = MLFLOW_EXPERIMENT
-    storage: str = "kdsed_runs/storage"  # local folder, or s3://... on a cluster
+    storage: str = DEFAULT_STORAGE  # local folder, or s3://... on a cluster
 
     def validate(self) -> None:
         _require(bool(self.tracking_uri), "tracking_uri", "must not be empty")

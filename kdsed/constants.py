@@ -38,7 +38,9 @@ SUBSETS: tuple[str, ...] = TRAIN_SUBSETS + (TEST, EVAL)
 
 #: Where a sweep writes by default (relative to the working directory).
 DEFAULT_WORKDIR = "kdsed_runs"
-DEFAULT_TRACKING_URI = "sqlite:///kdsed_runs/mlflow.db"
+SQLITE_URI_PREFIX = "sqlite:///"  # a local MLflow store: sqlite:///FILE (parsed by kdsed.schema.sqlite_path)
+DEFAULT_TRACKING_URI = f"{SQLITE_URI_PREFIX}{DEFAULT_WORKDIR}/mlflow.db"
+DEFAULT_STORAGE = f"{DEFAULT_WORKDIR}/storage"
 MLFLOW_EXPERIMENT = "kdsed"
 #: One registered model per class in the MLflow Model Registry, e.g. `kdsed-Dog`.
 REGISTERED_MODEL_PREFIX = "kdsed-"

@@ -5,8 +5,8 @@ pass 1  (deep, weak + pseudo-weak) -> first strong pseudo-labels
 pass k  (deep|shallow x smoothing of the previous pseudo-labels) -> per-class
         winners on validation -> each winner writes its class's pseudo-labels
 
-`run_experiment` runs them serially on one machine; the distributed sweep
-calls the same building blocks from Ray.
+`kdsed.stages` puts them together into the stages both runners run: the serial
+runner (`kdsed.experiment`) on one machine, the distributed sweep from Ray.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from kdsed.config import DistillConfig, ModelConfig, TrainConfig, VariantSpec
+from kdsed.config import DistillConfig, ModelConfig, PostprocessConfig, TrainConfig, VariantSpec
 from kdsed.constants import EVAL, NUM_CLASSES, TEST, WEAK
 from kdsed.metrics import EventScores, event_scores
 from kdsed.postprocess import fill_invalid_frames, gaussian_smooth, median_smooth
@@ -35,6 +35,15 @@ class Outputs:
     test: np.ndarray
     eval: np.ndarray
     train_clip: np.ndarray | None = None  # (n_train, classes) clip probabilities
+
+
+@dataclass
+class TrainedUnit:
+    """One trained model of a stage and its outputs, before its post-processing is chosen."""
+
+    name: str  # the unit's name, e.g. "pass-2/deep-none" (kdsed.schema.unit_name)
+    result: VariantResult
+    outputs: Outputs
 
 
 @dataclass
@@ -114,12 +123,11 @@ def predict_all(result: VariantResult, data: PreparedData, device: str = "auto")
     return Outputs(train_frames, test_frames, eval_frames, train_clip)
 
 
-def score_outputs(data: PreparedData, outputs: Outputs, grid) -> Scored:
-    """Tune per-class windows and thresholds on `test`, then score `test` and `eval` with them."""
+def search_choice(data: PreparedData, test_probs: np.ndarray, grid: PostprocessConfig) -> PostprocessChoice:
+    """Per-class window and threshold chosen on validation (`test`) by the whole-grid search."""
     test_fs = data.subsets[TEST]
-    choice = search_postprocessing(outputs.test, data.reference(TEST), test_fs.filenames,
-                                   data.feature_config, grid, n_valid_frames=test_fs.n_frames)
-    return Scored(choice, score_with(data, outputs.test, choice, TEST), score_with(data, outputs.eval, choice, EVAL))
+    return search_postprocessing(test_probs, data.reference(TEST), test_fs.filenames, data.feature_config, grid,
+                                 n_valid_frames=test_fs.n_frames)
 
 
 def score_with(data: PreparedData, probs: np.ndarray, choice: PostprocessChoice, subset: str) -> EventScores:
@@ -129,14 +137,19 @@ def score_with(data: PreparedData, probs: np.ndarray, choice: PostprocessChoice,
     return event_scores(data.reference(subset), estimated)
 
 
-def train_and_score(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, train: TargetSet,
-                    data: PreparedData, grid, *, on_epoch: EpochCallback | None = None,
-                    checkpoint_dir=None) -> VariantOutcome:
-    """Train one variant, predict every clip set, tune post-processing and score it."""
+def train_unit(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, train: TargetSet, data: PreparedData,
+               *, on_epoch: EpochCallback | None = None, checkpoint_dir=None) -> TrainedUnit:
+    """Train one model (early stopping on the validation set) and predict every clip set."""
     val = validation_set(data, strong=train_cfg.strong_loss_weight > 0)
     result = train_variant(model_cfg, train_cfg, train, val, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir)
-    outputs = predict_all(result, data, train_cfg.device)
-    return VariantOutcome(name, result, outputs, score_outputs(data, outputs, grid))
+    return TrainedUnit(name, result, predict_all(result, data, train_cfg.device))
+
+
+def score_unit(data: PreparedData, unit: TrainedUnit, choice: PostprocessChoice) -> VariantOutcome:
+    """A trained unit scored on `test` and `eval` under the post-processing chosen for it."""
+    scored = Scored(choice, score_with(data, unit.outputs.test, choice, TEST),
+                    score_with(data, unit.outputs.eval, choice, EVAL))
+    return VariantOutcome(unit.name, unit.result, unit.outputs, scored)
 
 
 def variant_training_set(data: PreparedData, previous: np.ndarray, variant: VariantSpec,
@@ -193,8 +206,8 @@ def pseudo_weak_scores(data: PreparedData, targets: np.ndarray) -> dict[str, flo
 
 
 __all__ = [
-    "Outputs", "Scored", "VariantOutcome", "combine_winners", "predict_all", "pseudo_label_scores",
-    "pseudo_weak_scores", "pseudo_weak_targets", "score_outputs", "score_with", "select_per_class",
-    "smooth_pseudo_labels", "strong_targets", "tagging_set", "train_and_score", "validation_set",
+    "Outputs", "Scored", "TrainedUnit", "VariantOutcome", "combine_winners", "predict_all", "pseudo_label_scores",
+    "pseudo_weak_scores", "pseudo_weak_targets", "score_unit", "score_with", "search_choice", "select_per_class",
+    "smooth_pseudo_labels", "strong_targets", "tagging_set", "train_unit", "validation_set",
     "variant_training_set",
 ]

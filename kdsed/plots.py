@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, MultipleLocator
 
+from kdsed import schema
 from kdsed.atomic import write_atomic
 from kdsed.config import ALL_VARIANTS, FeatureConfig
 from kdsed.constants import CLASS_INDEX, CLASSES, NUM_CLASSES
@@ -45,9 +46,9 @@ _SMOOTHING_HUE = {"none": 0, "median": 6, "median+gaussian": 8}
 #: One colour per known variant or stage name; other names get a stable colour from `series_colours`.
 VARIANT_COLOURS: dict[str, str] = {
     **{v.name: _PAIRED[_SMOOTHING_HUE[v.smoothing] + (1 if v.model == "deep" else 0)] for v in ALL_VARIANTS},
-    "baseline": "#7f7f7f",
-    "tagging": "#b15928",
-    "pass-1": "#e31a1c",
+    schema.BASELINE: "#7f7f7f",
+    schema.TAGGING: "#b15928",
+    schema.pass_stage(1): "#e31a1c",
 }
 # Dark2 and a few deep hues, kept away from the variant colours and from grey (baseline).
 _OTHER_COLOURS = ("#1b9e77", "#d95f02", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#393b79", "#843c39")

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from kdsed.bundle import BundleError, assemble_bundle, load_bundle
 from kdsed.constants import CHAMPION_ALIAS, CLASSES, DEFAULT_TRACKING_URI, REGISTERED_MODEL_PREFIX
+from kdsed.schema import sqlite_path
 
 
 class RegistryError(RuntimeError):
@@ -110,8 +111,8 @@ def pull_bundle(out_dir: Path | str, *, alias: str = CHAMPION_ALIAS,
 
 def _check_store_exists(tracking_uri: str) -> None:
     # MLflow would silently create an empty SQLite store for a mistyped path.
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri[len("sqlite:///"):])
+    path = sqlite_path(tracking_uri)
+    if path is not None:
         if not path.is_file():
             raise RegistryError(f"{path}: no MLflow store at {tracking_uri}; run the sweep first or pass "
                                 "--tracking-uri with the sweep's URI")

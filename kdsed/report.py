@@ -1,8 +1,8 @@
 """Rebuild a sweep's results from MLflow alone: `python -m kdsed.report [--run-id ID | --latest] [--out report.md]`.
 
 Reads the sweep's parent run, its stage runs and their variant runs (metrics, params and tags;
-nothing from the sweep storage) and prints the results table (`kdsed.experiment.format_table`, the
-same table the sweep logged as `results.md`), the per-class winners of every pass and the
+nothing from the sweep storage; every name through `kdsed.schema`) and prints the results table
+(`kdsed.results.format_table`, the same table the sweep logged as `results.md`), the per-class winners of every pass and the
 validation macro F1 of every stage. With `--out`, the Markdown is also written there and the
 figures of the sweep and of its stages are downloaded into `<stem>_figures/` beside it.
 
@@ -19,16 +19,11 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from kdsed.atomic import replace_dir_atomic, write_text_atomic
-from kdsed.config import VariantSpec
+from kdsed import schema
 from kdsed.constants import CLASSES, DEFAULT_TRACKING_URI, MLFLOW_EXPERIMENT
-from kdsed.experiment import StageReport, format_table, percent, short_class_name, stage_label
-from kdsed.sweep.tracking import sqlite_path
-
-SWEEP_UNIT = "sweep"  # the `kdsed.unit` tag of a sweep's parent run
-_STATS = (("f_measure", "f1"), ("precision", "precision"), ("recall", "recall"))
+from kdsed.results import StageReport, format_table, percent, short_class_name, stage_label
 
 
 class ReportError(Exception):
@@ -62,19 +57,11 @@ class SweepReport:
         return self.status == "FINISHED" and not self.in_progress and not self.missing
 
 
-def scores_from_metrics(metrics: dict[str, float], prefix: str) -> dict[str, Any]:
-    """Event scores in `EventScores.to_json` form from `{prefix}_f1_macro`, ... (the inverse of `score_metrics`)."""
-    def fpr(suffix: str) -> dict[str, float | None]:
-        return {stat: metrics.get(f"{prefix}_{name}_{suffix}") for stat, name in _STATS}
-
-    return {"macro": fpr("macro"), "micro": fpr("micro"), "class_wise": {c: fpr(c) for c in CLASSES}}
-
-
 def open_store(tracking_uri: str):
     """An MlflowClient on `tracking_uri`; a local SQLite store must exist (MLflow would create an empty one)."""
     from mlflow import MlflowClient
 
-    path = sqlite_path(tracking_uri)
+    path = schema.sqlite_path(tracking_uri)
     if path is not None:
         if not path.is_file():
             raise ReportError(f"no MLflow store at {path} (run `python -m kdsed.sweep` first, or pass --tracking-uri)")
@@ -91,13 +78,13 @@ def find_parent_run(client, tracking_uri: str, *, run_id: str | None = None, exp
         except MlflowException:
             raise ReportError(f"no run {run_id} in {tracking_uri}") from None
         tags = run.data.tags
-        if tags.get("kdsed.unit") != SWEEP_UNIT:
-            what = (f"the '{tags['kdsed.unit']}' run of sweep {tags.get('kdsed.sweep_id')}, whose parent run is "
-                    f"{tags.get('mlflow.parentRunId')}" if "kdsed.unit" in tags else "not a kdsed run")
+        if tags.get(schema.TAG_UNIT) != schema.SWEEP_UNIT:
+            what = (f"the '{tags[schema.TAG_UNIT]}' run of sweep {tags.get(schema.TAG_SWEEP_ID)}, whose parent run is "
+                    f"{tags.get(schema.TAG_PARENT_RUN)}" if schema.TAG_UNIT in tags else "not a kdsed run")
             raise ReportError(f"run {run_id} is not a sweep's parent run: it is {what}")
         return run
     exp = client.get_experiment_by_name(experiment)
-    found = client.search_runs([exp.experiment_id], filter_string=f"tags.`kdsed.unit` = '{SWEEP_UNIT}'",
+    found = client.search_runs([exp.experiment_id], filter_string=schema.tag_filter(**{schema.TAG_UNIT: schema.SWEEP_UNIT}),
                                order_by=["attributes.start_time DESC"], max_results=1) if exp else []
     if not found:
         raise ReportError(f"no sweeps in experiment '{experiment}' of {tracking_uri} "
@@ -110,80 +97,65 @@ def _sweep_runs(client, parent) -> list:
     runs, token = [], None
     while True:
         page = client.search_runs([parent.info.experiment_id], max_results=1000, page_token=token,
-                                  filter_string=f"tags.`kdsed.sweep_id` = '{parent.data.tags['kdsed.sweep_id']}'")
+                                  filter_string=schema.tag_filter(**{schema.TAG_SWEEP_ID: _sweep_id(parent)}))
         runs.extend(page)
         token = page.token
         if not token:
             return runs
 
 
-def _stage_order(stage: str) -> int:
-    if stage.startswith("pass-"):
-        return int(stage.removeprefix("pass-"))
-    return {"baseline": -2, "tagging": -1}.get(stage, 10**6)
-
-
-def _expected_stages(params: dict[str, str]) -> list[str]:
-    """The stages the sweep's logged config asks for (empty if the config is not there)."""
-    if "distill.passes" not in params:
-        return []
-    first = ["baseline"] if params.get("distill.run_baseline", "True") == "True" else []
-    return [*first, "tagging", *(f"pass-{k}" for k in range(1, int(params["distill.passes"]) + 1))]
-
-
-def _variant_order(params: dict[str, str]) -> list[str]:
-    """Variant names in the order of the sweep's config (ties are broken in that order)."""
-    import ast
-
-    try:
-        return [VariantSpec(**v).name for v in ast.literal_eval(params.get("distill.variants", "[]"))]
-    except (ValueError, SyntaxError, KeyError, TypeError):  # truncated or unusual: fall back to start time
-        return []
+def _sweep_id(parent) -> str:
+    return parent.data.tags[schema.TAG_SWEEP_ID]
 
 
 def stage_report(stage_run, variant_runs: list) -> StageReport:
     """One stage rebuilt from its run and its variant runs (in config order), as the coordinator made it."""
-    m, params = stage_run.data.metrics, stage_run.data.params
-    stage = stage_run.data.tags["kdsed.stage"]
-    winners = [params[f"winner_{c}"] for c in CLASSES] if all(f"winner_{c}" in params for c in CLASSES) else None
-    variants = {r.data.tags["kdsed.variant"]: {"val": scores_from_metrics(r.data.metrics, "val"),
-                                               "eval": scores_from_metrics(r.data.metrics, "eval")}
+    m = stage_run.data.metrics
+    variants = {r.data.tags[schema.TAG_VARIANT]: {"val": schema.scores_from_metrics(r.data.metrics, schema.VAL),
+                                                  "eval": schema.scores_from_metrics(r.data.metrics, schema.EVAL)}
                 for r in variant_runs} if len(variant_runs) > 1 else {}
-    pseudo = scores_from_metrics(m, "pseudo") if any(k.startswith("pseudo_") for k in m) else None
-    return StageReport(stage.replace("-", " "), scores_from_metrics(m, "val"), scores_from_metrics(m, "eval"),
-                       wall_time_s=m.get("wall_time_s", 0.0), pseudo=pseudo, winners=winners, variants=variants)
+    pseudo = schema.scores_from_metrics(m, schema.PSEUDO) if schema.has_scores(m, schema.PSEUDO) else None
+    return StageReport(schema.stage_title(stage_run.data.tags[schema.TAG_STAGE]), schema.scores_from_metrics(m, schema.VAL),
+                       schema.scores_from_metrics(m, schema.EVAL), wall_time_s=m.get(schema.WALL_TIME, 0.0),
+                       pseudo=pseudo, winners=schema.winners_from_params(stage_run.data.params), variants=variants)
 
 
 def _winners(report: StageReport, stage_run, variant_runs: list) -> dict[str, Winner]:
-    by_name = {r.data.tags["kdsed.variant"]: r.data.metrics for r in variant_runs}
+    by_name = {r.data.tags[schema.TAG_VARIANT]: r.data.metrics for r in variant_runs}
     own = stage_run.data.metrics  # a one-unit stage is its own unit run
-    return {c: Winner(w, by_name.get(w, own).get(f"val_f1_{c}")) for c, w in zip(CLASSES, report.winners)}
+    return {c: Winner(w, by_name.get(w, own).get(schema.score_metric(schema.VAL, "f_measure", c)))
+            for c, w in zip(CLASSES, report.winners)}
+
+
+def _children(runs: list, parent_id: str, tag: str) -> list:
+    """The runs directly under `parent_id` that carry `tag`."""
+    return [r for r in runs if r.data.tags.get(schema.TAG_PARENT_RUN) == parent_id and tag in r.data.tags]
 
 
 def load_sweep(client, parent) -> SweepReport:
     """A sweep's report rebuilt from its MLflow runs alone."""
     runs = _sweep_runs(client, parent)
-    parent_id = parent.info.run_id
-    stage_runs = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id
-                         and "kdsed.stage" in r.data.tags), key=lambda r: _stage_order(r.data.tags["kdsed.stage"]))
-    order = {name: i for i, name in enumerate(_variant_order(parent.data.params))}
-    out = SweepReport(parent.data.tags["kdsed.sweep_id"], parent_id, parent.info.status, [], {},
-                      wall_time_s=parent.data.metrics.get("wall_time_s"), figure_runs={"sweep": parent_id})
+    parent_id, tags = parent.info.run_id, parent.data.tags
+    stage_runs = sorted(_children(runs, parent_id, schema.TAG_STAGE),
+                        key=lambda r: schema.stage_order(r.data.tags[schema.TAG_STAGE]))
+    # Variants in the order of the sweep's config (ties are broken in that order), else by start time.
+    order = {name: i for i, name in enumerate(schema.split_names(tags.get(schema.TAG_VARIANTS)))}
+    out = SweepReport(_sweep_id(parent), parent_id, parent.info.status, [], {},
+                      wall_time_s=parent.data.metrics.get(schema.WALL_TIME), figure_runs={schema.SWEEP_UNIT: parent_id})
     for run in stage_runs:
-        stage = run.data.tags["kdsed.stage"]
+        stage = run.data.tags[schema.TAG_STAGE]
         out.figure_runs[stage] = run.info.run_id
         if run.info.status != "FINISHED":
             out.in_progress.append(stage)
             continue
-        variants = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == run.info.run_id
-                           and "kdsed.variant" in r.data.tags),
-                          key=lambda r: (order.get(r.data.tags["kdsed.variant"], len(order)), r.info.start_time))
+        variants = sorted(_children(runs, run.info.run_id, schema.TAG_VARIANT),
+                          key=lambda r: (order.get(r.data.tags[schema.TAG_VARIANT], len(order)), r.info.start_time))
         report = stage_report(run, variants)
         out.stages.append(report)
         if report.winners:
             out.winners[report.stage] = _winners(report, run, variants)
-    seen = {r.data.tags["kdsed.stage"] for r in stage_runs}
-    out.missing = [s for s in _expected_stages(parent.data.params) if s not in seen]
+    seen = {r.data.tags[schema.TAG_STAGE] for r in stage_runs}
+    out.missing = [s for s in schema.split_names(tags.get(schema.TAG_STAGES)) if s not in seen]
     return out
 
 
@@ -239,10 +211,10 @@ def download_figures(client, sweep: SweepReport, folder: Path) -> dict[str, list
 
     def fill(tmp: Path) -> None:
         for label, run_id in sweep.figure_runs.items():
-            names = sorted(Path(a.path).name for a in client.list_artifacts(run_id, "figures")
+            names = sorted(Path(a.path).name for a in client.list_artifacts(run_id, schema.FIGURES)
                            if not a.is_dir and a.path.endswith(".png"))
             for name in names:
-                client.download_artifacts(run_id, f"figures/{name}", str(tmp / label))
+                client.download_artifacts(run_id, f"{schema.FIGURES}/{name}", str(tmp / label))
             if names:
                 found[label] = [f"{folder.name}/{label}/{name}" for name in names]
 
@@ -258,7 +230,8 @@ def make_report(tracking_uri: str, *, run_id: str | None = None, experiment: str
     if out is None:
         return render(sweep, tracking_uri)
     figures = download_figures(client, sweep, out.parent / f"{out.stem}_figures")
-    labels = {"sweep": "whole sweep", **{s: s.replace("-", " ") for s in sweep.figure_runs if s != "sweep"}}
+    labels = {schema.SWEEP_UNIT: "whole sweep",
+              **{s: schema.stage_title(s) for s in sweep.figure_runs if s != schema.SWEEP_UNIT}}
     text = render(sweep, tracking_uri, {labels[k]: v for k, v in figures.items()})
     write_text_atomic(out, text)
     return text

@@ -199,10 +199,45 @@ def search_postprocessing(probs: np.ndarray, reference: EventTable, filenames: S
     )
 
 
+def smooth_as_chosen(probs: np.ndarray, choice: PostprocessChoice,
+                     n_valid_frames: Sequence[int] | None = None) -> np.ndarray:
+    """Frame probabilities after the per-class median and Gaussian of `choice` (what the thresholds cut).
+
+    A short clip is smoothed as if it ended at its last valid frame (`fill_invalid_frames`).
+    """
+    x = fill_invalid_frames(np.asarray(probs, dtype=np.float64), n_valid_frames)
+    return gaussian_smooth(median_smooth(x, choice.median_windows), choice.gaussian_sigmas)
+
+
 def apply_postprocessing(probs: np.ndarray, choice: PostprocessChoice, feature_cfg: FeatureConfig,
                          filenames: Sequence[str], n_valid_frames: Sequence[int] | None = None) -> EventTable:
     """Events of every clip after the per-class median, Gaussian and threshold of `choice`."""
-    x = fill_invalid_frames(_check_inputs(probs, filenames), n_valid_frames)
-    smoothed = gaussian_smooth(median_smooth(x, choice.median_windows), choice.gaussian_sigmas)
+    smoothed = smooth_as_chosen(_check_inputs(probs, filenames), choice, n_valid_frames)
     return decode_events(smoothed, choice.thresholds, feature_cfg, n_valid_frames=n_valid_frames,
                          filenames=filenames)  # type: ignore[return-value]
+
+
+# ---- the whole grid searched in slices (Ray Tune's trials), merged ---------------------------------
+
+
+def window_ranges(windows: Sequence[int], n_ranges: int) -> list[tuple[int, ...]]:
+    """Split the window grid into at most `n_ranges` contiguous ranges, in ascending order."""
+    ordered = sorted(windows)
+    n = max(1, min(n_ranges, len(ordered)))
+    return [tuple(int(w) for w in part) for part in np.array_split(ordered, n) if len(part)]
+
+
+def merge_ranges(parts: Sequence[tuple[tuple[int, ...], PostprocessChoice]]) -> PostprocessChoice:
+    """Per class, the best choice over window ranges (ties and NaN: the range with smaller windows).
+
+    With `search_postprocessing`'s tie-break (smaller window first), this is its choice over the whole grid.
+    """
+    ordered = [choice for _, choice in sorted(parts, key=lambda p: p[0][0])]
+    best = []
+    for c in range(NUM_CLASSES):
+        pick = ordered[0]
+        for choice in ordered[1:]:
+            if not math.isnan(choice.f1[c]) and (math.isnan(pick.f1[c]) or choice.f1[c] > pick.f1[c]):
+                pick = choice
+        best.append(pick)
+    return PostprocessChoice.per_class(best)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdsed import schema
 from kdsed.atomic import write_bytes_atomic
 from kdsed.config import ModelConfig, TrainConfig, to_dict
 from kdsed.constants import NUM_CLASSES
@@ -248,8 +249,8 @@ def predict(model: nn.Module, features: FeatureSet, *, batch_size: int = 64,
 
 
 def save_checkpoint(result: VariantResult, directory: Path | str) -> Path:
-    """Write weights (tensors only) and configs atomically to `directory/model.pt`."""
-    path = Path(directory) / "model.pt"
+    """Write weights (tensors only) and configs atomically to `directory/model.pt` (`schema.CHECKPOINT_FILE`)."""
+    path = Path(directory) / schema.CHECKPOINT_FILE
     buf = io.BytesIO()
     torch.save({"state_dict": result.state_dict, "model_config": to_dict(result.model_config),
                 "train_config": to_dict(result.train_config), "best_epoch": result.best_epoch,

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from kdsed import schema
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -19,23 +21,33 @@ def sweep_config(tmp: Path) -> Path:
     cfg = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
     # One unit at a time, so the sweep can be killed between the two variants of pass 2.
     cfg["ray"] = {**cfg.get("ray", {}), "cpus_per_variant": float(os.cpu_count() or 1)}
-    cfg["tracking"] = {"storage": str(tmp / "storage"), "tracking_uri": f"sqlite:///{tmp}/mlflow.db"}
+    cfg["tracking"] = {"storage": str(tmp / "storage"), "tracking_uri": store_uri(tmp)}
     cfg["data"] = {**cfg["data"], "workdir": str(tmp / "work")}
     path = tmp / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
+def store_uri(tmp: Path) -> str:
+    """The tracking URI of the MLflow store of the sweeps under `tmp` (`sweep_config`)."""
+    return schema.sqlite_uri(tmp / "mlflow.db")
+
+
+def sweep_folder(tmp: Path, sweep_id: str) -> Path:
+    """A sweep's folder in the storage under `tmp`."""
+    return tmp / "storage" / schema.sweep_folder(sweep_id)
+
+
 def read_state(tmp: Path) -> dict | None:
-    sweeps = tmp / "storage" / "sweeps"
-    states = sorted(sweeps.glob("*/state.json")) if sweeps.is_dir() else []
+    sweeps = tmp / "storage" / schema.SWEEPS
+    states = sorted(sweeps.glob(f"*/{schema.STATE_FILE}")) if sweeps.is_dir() else []
     return json.loads(states[0].read_text()) if states else None
 
 
 def read_states(tmp: Path) -> dict[str, dict]:
     """Every sweep's state in the storage under `tmp`, by sweep id."""
-    sweeps = tmp / "storage" / "sweeps"
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweeps.glob("*/state.json"))}
+    sweeps = tmp / "storage" / schema.SWEEPS
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweeps.glob(f"*/{schema.STATE_FILE}"))}
 
 
 def start_sweep_cli(config: Path, cwd: Path, *extra: str) -> subprocess.Popen:

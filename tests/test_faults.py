@@ -20,14 +20,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sweep_runs import read_states, start_sweep_cli, sweep_config, wait_sweep
+from sweep_runs import read_states, start_sweep_cli, store_uri, sweep_config, sweep_folder, wait_sweep
 
-from kdsed.constants import CLASSES, REGISTERED_MODEL_PREFIX
+from kdsed import schema
+from kdsed.constants import CLASSES
+from kdsed.registry import registered_model_name
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the worker through /proc")]
 
 KILLED_UNIT = "pass-1/deep"  # every later stage depends on it: a retry that changed anything would show
+KILLED_FOLDER = schema.unit_folder_name(KILLED_UNIT)
 STAGES = ["baseline", "tagging", "pass-1", "pass-2"]
 
 
@@ -47,7 +50,7 @@ class ConcurrentSweeps:
         return (self.cwd(name) / "stderr.txt").read_text(errors="replace")
 
     def folder(self, name: str) -> Path:
-        return self.root / "storage" / "sweeps" / self.ids[name]
+        return sweep_folder(self.root, self.ids[name])
 
     def state(self, name: str) -> dict:
         return read_states(self.root)[self.ids[name]]
@@ -66,7 +69,7 @@ def kill_training_worker(proc, cwd: Path, root: Path, unit: str, timeout_s: floa
         assert proc.poll() is None, f"the sweep ended ({proc.returncode}) before {unit} trained; see {cwd}/stderr.txt"
         assert time.time() - start < timeout_s, f"{unit} did not start training in {timeout_s} s"
         time.sleep(0.2)
-    attempts = root / "storage" / "sweeps" / sweep_id_in(cwd) / "units" / unit.replace("/", "__") / "attempts"
+    attempts = root / "storage" / schema.unit_folder(sweep_id_in(cwd), unit) / schema.UNIT_ATTEMPTS
     records = [json.loads(p.read_text()) for p in attempts.glob("*.json")]
     [worker] = [r for r in records if r["rank"] == 0]
     process = Path(f"/proc/{worker['pid']}")
@@ -102,7 +105,7 @@ def concurrent_sweeps(tmp_path_factory: pytest.TempPathFactory) -> ConcurrentSwe
 
 def comparable_stage(folder: Path, stage: str) -> dict:
     """A finished stage's saved selection and scores, without its wall time."""
-    saved = json.loads((folder / "stages" / f"{stage}.json").read_text())
+    saved = json.loads((folder.parents[1] / schema.stage_path(folder.name, stage)).read_text())
     saved["report"].pop("wall_time_s")
     return saved
 
@@ -110,23 +113,26 @@ def comparable_stage(folder: Path, stage: str) -> dict:
 def mlflow_client(root: Path):
     from mlflow import MlflowClient
 
-    return MlflowClient(f"sqlite:///{root}/mlflow.db")
+    return MlflowClient(store_uri(root))
 
 
 def runs_by_sweep(root: Path) -> dict[str, dict[str, list]]:
     """sweep id -> unit -> runs, of every run in the store's `kdsed` experiment."""
     client = mlflow_client(root)
-    experiment = client.get_experiment_by_name("kdsed")
+    experiment = client.get_experiment_by_name(schema.MLFLOW_EXPERIMENT)
     out: dict[str, dict[str, list]] = {}
     for run in client.search_runs([experiment.experiment_id], max_results=1000):
-        out.setdefault(run.data.tags["kdsed.sweep_id"], {}).setdefault(run.data.tags["kdsed.unit"], []).append(run)
+        tags = run.data.tags
+        out.setdefault(tags[schema.TAG_SWEEP_ID], {}).setdefault(tags[schema.TAG_UNIT], []).append(run)
     return out
 
 
 def selection_and_scores(run) -> tuple[dict, dict]:
     """A stage run's per-class selection params and its score metrics (not its timings)."""
-    params = {k: v for k, v in run.data.params.items() if k.startswith(("winner_", "pp_"))}
-    metrics = {k: v for k, v in run.data.metrics.items() if k.startswith(("val_", "eval_", "pseudo_"))}
+    selection = {f(c) for f in (schema.winner_param, schema.window_param, schema.threshold_param) for c in CLASSES}
+    params = {k: v for k, v in run.data.params.items() if k in selection}
+    scores = tuple(f"{prefix}_" for prefix in (schema.VAL, schema.EVAL, schema.PSEUDO))
+    metrics = {k: v for k, v in run.data.metrics.items() if k.startswith(scores)}
     return params, metrics
 
 
@@ -144,10 +150,10 @@ def test_killed_worker_is_retried_and_the_retry_is_logged(concurrent_sweeps):
         {u: 1 for u in killed["units"] if u != KILLED_UNIT}
     assert {r["attempts"] for r in s.state("undisturbed")["units"].values()} == {1}
     # Ray Train started a second worker group for the same fit: a new process, after the killed one.
-    records = read_attempts(Storage(str(s.root / "storage")), f"sweeps/{s.ids['killed']}/units/pass-1__deep")
+    records = read_attempts(Storage(str(s.root / "storage")), schema.unit_folder(s.ids["killed"], KILLED_UNIT))
     assert [r["rank"] for r in records] == [0, 0] and records[0]["fit_id"] == records[1]["fit_id"]
     assert records[0]["pid"] == s.killed_pid != records[1]["pid"]
-    summary = json.loads((s.folder("killed") / "units" / "pass-1__deep" / "summary.json").read_text())
+    summary = json.loads((s.folder("killed") / "units" / KILLED_FOLDER / schema.UNIT_SUMMARY).read_text())
     assert summary["attempt"] == 2
     # The sweep's log says so, twice: when the retry starts and when the unit is done.
     log = s.stderr("killed")
@@ -160,13 +166,15 @@ def test_retried_unit_gives_the_undisturbed_outcome(concurrent_sweeps):
     import torch
 
     s = concurrent_sweeps
-    units = {name: s.folder(name) / "units" / "pass-1__deep" for name in s.ids}
+    units = {name: s.folder(name) / "units" / KILLED_FOLDER for name in s.ids}
     # Training restarted from scratch, seeded: the same weights and outputs, bit for bit.
-    with np.load(units["killed"] / "outputs.npz") as a, np.load(units["undisturbed"] / "outputs.npz") as b:
+    outputs = {name: u / schema.UNIT_OUTPUTS for name, u in units.items()}
+    with np.load(outputs["killed"]) as a, np.load(outputs["undisturbed"]) as b:
         assert set(a.files) == set(b.files)
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    weights = {name: torch.load(u / "model.pt", weights_only=True)["state_dict"] for name, u in units.items()}
+    weights = {name: torch.load(u / schema.CHECKPOINT_FILE, weights_only=True)["state_dict"]
+               for name, u in units.items()}
     for key, value in weights["undisturbed"].items():
         assert torch.equal(weights["killed"][key], value), key
     # Hence the same selections and scores in every stage, in storage and in MLflow.
@@ -174,7 +182,7 @@ def test_retried_unit_gives_the_undisturbed_outcome(concurrent_sweeps):
         assert comparable_stage(s.folder("killed"), stage) == comparable_stage(s.folder("undisturbed"), stage), stage
     runs = runs_by_sweep(s.root)
     killed, undisturbed = (selection_and_scores(runs[s.ids[n]]["pass-2"][0]) for n in ("killed", "undisturbed"))
-    assert set(killed[0]) == {f"{p}_{c}" for p in ("winner", "pp_window", "pp_threshold") for c in CLASSES}
+    assert len(killed[0]) == 3 * len(CLASSES)  # every class's winner, window and threshold
     assert killed == undisturbed
 
 
@@ -187,7 +195,7 @@ def test_concurrent_sweeps_keep_their_own_runs(concurrent_sweeps):
     runs = runs_by_sweep(s.root)
     assert set(runs) == set(s.ids.values())  # nothing else, nothing without a sweep id
     units = set(runs[s.ids["killed"]])
-    assert units == {"sweep", *STAGES, "pass-1/deep", "pass-2/deep-none", "pass-2/shallow-median"}
+    assert units == {schema.SWEEP_UNIT, *STAGES, "pass-1/deep", "pass-2/deep-none", "pass-2/shallow-median"}
     for sweep_id in s.ids.values():
         mine = runs[sweep_id]
         assert set(mine) == units
@@ -195,37 +203,42 @@ def test_concurrent_sweeps_keep_their_own_runs(concurrent_sweeps):
         ids = {r[0].info.run_id for r in mine.values()}
         for unit, [run] in mine.items():
             assert run.info.status == "FINISHED", (sweep_id, unit)
-            if unit != "sweep":  # its parent is a run of the same sweep
-                assert run.data.tags["mlflow.parentRunId"] in ids, (sweep_id, unit)
+            if unit != schema.SWEEP_UNIT:  # its parent is a run of the same sweep
+                assert run.data.tags[schema.TAG_PARENT_RUN] in ids, (sweep_id, unit)
         state = read_states(s.root)[sweep_id]
         assert state["finished"] and state["stages_done"] == STAGES
-        assert state["parent_run_id"] == mine["sweep"][0].info.run_id
+        assert state["parent_run_id"] == mine[schema.SWEEP_UNIT][0].info.run_id
 
 
 def test_concurrent_sweeps_keep_their_own_files(concurrent_sweeps):
     import pyarrow.parquet as pq
 
     s = concurrent_sweeps
-    assert sorted(p.name for p in (s.root / "storage" / "sweeps").iterdir()) == sorted(s.ids.values())
+    assert sorted(p.name for p in (s.root / "storage" / schema.SWEEPS).iterdir()) == sorted(s.ids.values())
     for name, sweep_id in s.ids.items():
         folder = s.folder(name)
         assert sorted(p.name for p in (folder / "units").iterdir()) == \
             ["baseline", "pass-1__deep", "pass-2__deep-none", "pass-2__shallow-median", "tagging"]
         for k in (1, 2):
-            meta = json.loads(pq.read_schema(folder / "pseudo_labels" / f"pass-{k}.parquet").metadata[b"kdsed"])
+            parquet = folder / schema.pseudo_labels_file(schema.pass_stage(k))
+            meta = json.loads(pq.read_schema(parquet).metadata[b"kdsed"])
             assert meta["sweep_id"] == sweep_id and meta["pass"] == k
         # Every worker that wrote into this folder was started by this sweep's own fits.
-        fits = {json.loads(p.read_text())["fit_id"] for p in folder.glob("units/*/attempts/*.json")}
+        fits = fit_ids(folder)
         assert len(fits) == 5
-        other = s.folder("undisturbed" if name == "killed" else "killed")
-        assert not fits & {json.loads(p.read_text())["fit_id"] for p in other.glob("units/*/attempts/*.json")}
+        assert not fits & fit_ids(s.folder("undisturbed" if name == "killed" else "killed"))
     # Ray Train and Tune results are kept per sweep too (their run names start with the sweep id).
-    for kind in ("ray", "tune"):
+    for kind in (schema.RAY_RUNS, schema.TUNE_RUNS):
         owners = {p.name[:len(s.ids["killed"])] for p in (s.root / "storage" / kind).iterdir()}
         assert owners == set(s.ids.values()), kind
     # One synthetic set and one feature cache, prepared by whichever sweep came first.
     assert [p.name for p in (s.root / "work" / "data").iterdir()] == ["synth-smoke-seed0"]
     assert not [p for p in (s.root / "work" / "features").iterdir() if p.name.startswith(".")]
+
+
+def fit_ids(folder: Path) -> set[str]:
+    """The fits whose workers recorded their starts in a sweep's unit folders."""
+    return {json.loads(p.read_text())["fit_id"] for p in folder.glob(f"units/*/{schema.UNIT_ATTEMPTS}/*.json")}
 
 
 def test_concurrent_sweeps_keep_their_own_model_versions(concurrent_sweeps):
@@ -237,21 +250,21 @@ def test_concurrent_sweeps_keep_their_own_model_versions(concurrent_sweeps):
     pass_runs = {sweep_id: {runs[sweep_id][f"pass-{k}"][0].info.run_id: k for k in (1, 2)} for sweep_id in s.ids.values()}
     champions = set()
     for c in CLASSES:
-        name = f"{REGISTERED_MODEL_PREFIX}{c}"
+        name = registered_model_name(c)
         versions = client.search_model_versions(f"name = '{name}'")
         for sweep_id in s.ids.values():
-            mine = [v for v in versions if v.tags["sweep_id"] == sweep_id]
+            mine = [v for v in versions if v.tags[schema.VERSION_SWEEP_ID] == sweep_id]
             # One version per pass, made from this sweep's own pass run.
             assert sorted(pass_runs[sweep_id][v.run_id] for v in mine) == [1, 2], (c, sweep_id)
-            assert all(v.tags["pass"] == str(pass_runs[sweep_id][v.run_id]) for v in mine)
+            assert all(v.tags[schema.VERSION_PASS] == str(pass_runs[sweep_id][v.run_id]) for v in mine)
         assert len(versions) == 4
-        champion = client.get_model_version_by_alias(name, "champion")
-        assert client.get_model_version_by_alias(name, "pass-2").version == champion.version
-        assert champion.tags["pass"] == "2"
-        champions.add(champion.tags["sweep_id"])
+        champion = client.get_model_version_by_alias(name, schema.CHAMPION_ALIAS)
+        assert client.get_model_version_by_alias(name, schema.pass_alias(2)).version == champion.version
+        assert champion.tags[schema.VERSION_PASS] == "2"
+        champions.add(champion.tags[schema.VERSION_SWEEP_ID])
     # The aliases of all classes were moved together: they name one sweep's winners, never a mix.
     assert len(champions) == 1
-    bundle = pull_bundle(s.root / "pulled", tracking_uri=f"sqlite:///{s.root}/mlflow.db")
+    bundle = pull_bundle(s.root / "pulled", tracking_uri=store_uri(s.root))
     assert [row["pass"] for row in summary_rows(bundle)] == [2] * len(CLASSES)
 
 
@@ -261,7 +274,7 @@ def test_concurrent_sweeps_keep_their_own_model_versions(concurrent_sweeps):
 def test_same_seed_and_config_give_the_same_selection_and_metrics(concurrent_sweeps, finished_sweep):
     s = concurrent_sweeps
     tmp, _, final = finished_sweep
-    reference = tmp / "storage" / "sweeps" / final["sweep_id"]  # killed mid-pass-2 and resumed, alone on the machine
+    reference = sweep_folder(tmp, final["sweep_id"])  # killed mid-pass-2 and resumed, alone on the machine
     for stage in STAGES:
         expected = comparable_stage(reference, stage)
         for name in s.ids:
@@ -287,10 +300,11 @@ def test_unit_failing_after_retries_stops_the_pass_with_the_failure_listed(concu
     import mlflow
     import ray
 
+    from kdsed import schema, stages
     from kdsed.config import SweepConfig, load_yaml
-    from kdsed.sweep.coordinator import Coordinator, prepare_sweep_data
+    from kdsed.sweep.coordinator import Coordinator
     from kdsed.sweep.storage import Storage
-    from kdsed.sweep.units import UnitSpec, read_attempts
+    from kdsed.sweep.units import read_attempts
 
     cfg = load_yaml(SweepConfig, sweep_config(tmp_path))
     work = concurrent_sweeps.root / "work"  # the pair's synthetic set and feature cache: nothing to extract
@@ -298,13 +312,12 @@ def test_unit_failing_after_retries_stops_the_pass_with_the_failure_listed(concu
                   ray=replace(cfg.ray, max_failures=1, cpus_per_variant=1.0))
     tracking_uri = mlflow.get_tracking_uri()
     coord = Coordinator(cfg)
+    tagging = stages.first_units(cfg)[-1]
+    good = replace(tagging, train=replace(tagging.train, epochs=1))
+    # A pass-2 variant without the previous pass's pseudo-labels (never broadcast): every attempt fails the same way.
+    bad = stages.pass_units(cfg, 2)[0]
     try:
-        coord.data = prepare_sweep_data(cfg)
-        coord.start_ray()
-        coord.refs["data"] = ray.put(coord.data)
-        good = UnitSpec("tagging", "tagging", cfg.deep, replace(cfg.tagging_train, epochs=1))
-        # A pass-2 variant without the previous pass's pseudo-labels: every attempt fails the same way.
-        bad = UnitSpec("pass-2/deep-none", "variant", cfg.deep, cfg.train)
+        coord.set_up()
         with pytest.raises(RuntimeError) as failed:
             coord.train_units([good, bad])
     finally:
@@ -312,15 +325,14 @@ def test_unit_failing_after_retries_stops_the_pass_with_the_failure_listed(concu
         mlflow.set_tracking_uri(tracking_uri)
     message = str(failed.value)
     assert message.startswith("units failed after Ray's retries (finished units are saved; use --resume):\n")
-    assert "\npass-2/deep-none: " in message and "'previous'" in message and "\ntagging: " not in message
+    assert f"\n{bad.name}: " in message and "'previous'" in message and f"\n{good.name}: " not in message
     # Ray Train tried the failing unit 1 + max_failures times; the other unit finished and was saved.
     storage = Storage(cfg.tracking.storage)
-    folder = f"{coord.state.folder}/units/pass-2__deep-none"
-    assert [r["rank"] for r in read_attempts(storage, folder)] == [0, 0]
+    assert [r["rank"] for r in read_attempts(storage, coord.unit_folder(bad))] == [0, 0]
     saved = read_states(tmp_path)[coord.state.sweep_id]
-    assert list(saved["units"]) == ["tagging"] and saved["units"]["tagging"]["attempts"] == 1
-    assert storage.exists(f"{coord.state.folder}/units/tagging/model.pt")
-    assert not storage.exists(f"{folder}/model.pt")
+    assert list(saved["units"]) == [good.name] and saved["units"][good.name]["attempts"] == 1
+    assert storage.exists(f"{coord.unit_folder(good)}/{schema.CHECKPOINT_FILE}")
+    assert not storage.exists(f"{coord.unit_folder(bad)}/{schema.CHECKPOINT_FILE}")
 
 
 # ---- the pieces that make sharing safe, on their own ----------------------------------------------------

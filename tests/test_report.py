@@ -15,11 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from sweep_runs import store_uri
 
+from kdsed import schema
 from kdsed.constants import CLASSES
-from kdsed.experiment import format_table, short_class_name
-from kdsed.report import find_parent_run, load_sweep, main, scores_from_metrics
-from kdsed.sweep.tracking import score_metrics
+from kdsed.report import find_parent_run, load_sweep, main
+from kdsed.results import format_table, short_class_name
+from kdsed.schema import score_metrics, scores_from_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -41,7 +43,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_missing_store_exits_2_with_one_line(tmp_path, capsys):
-    code, out, err = run_cli(capsys, "--tracking-uri", f"sqlite:///{tmp_path}/nothing.db")
+    code, out, err = run_cli(capsys, "--tracking-uri", schema.sqlite_uri(tmp_path / "nothing.db"))
     assert code == 2 and out == ""
     assert err.splitlines() == [f"error: no MLflow store at {tmp_path}/nothing.db (run `python -m kdsed.sweep` "
                                 "first, or pass --tracking-uri)"]
@@ -51,13 +53,13 @@ def test_missing_store_exits_2_with_one_line(tmp_path, capsys):
 def test_store_without_sweeps_exits_2(tmp_path, capsys):
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri(tmp_path)
     client = MlflowClient(uri)
     client.search_experiments()  # creates the store's tables (MLflow logs that on stderr)
     capsys.readouterr()
     code, _, err = run_cli(capsys, "--tracking-uri", uri)  # no experiment "kdsed" yet
     assert code == 2 and err == f"error: no sweeps in experiment 'kdsed' of {uri} (run `python -m kdsed.sweep` first)\n"
-    other = client.create_run(client.create_experiment("kdsed")).info.run_id  # a run, but not a sweep's
+    other = client.create_run(client.create_experiment(schema.MLFLOW_EXPERIMENT)).info.run_id  # a run, but not a sweep's
     code, _, err = run_cli(capsys, "--tracking-uri", uri, "--latest")
     assert code == 2 and err.startswith("error: no sweeps in experiment 'kdsed'")
     code, _, err = run_cli(capsys, "--tracking-uri", uri, "--run-id", other)
@@ -71,14 +73,14 @@ def sweep_runs(tmp: Path) -> tuple[str, object, dict]:
     """(tracking URI, client, {kdsed.unit: run}) of the fixture's sweep."""
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp}/mlflow.db"
+    uri = store_uri(tmp)
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("kdsed")
-    return uri, client, {r.data.tags["kdsed.unit"]: r for r in client.search_runs([experiment.experiment_id])}
+    experiment = client.get_experiment_by_name(schema.MLFLOW_EXPERIMENT)
+    return uri, client, {r.data.tags[schema.TAG_UNIT]: r for r in client.search_runs([experiment.experiment_id])}
 
 
 def logged_results_md(client, parent_id: str, dst: Path) -> str:
-    return Path(client.download_artifacts(parent_id, "results.md", str(dst))).read_text()
+    return Path(client.download_artifacts(parent_id, schema.RESULTS_MD, str(dst))).read_text()
 
 
 @pytest.mark.slow
@@ -100,7 +102,7 @@ def test_report_rebuilds_the_logged_results_table(finished_sweep, tmp_path, caps
 @pytest.mark.slow
 def test_latest_and_run_id_agree(finished_sweep, capsys):
     tmp, _, final = finished_sweep
-    uri = f"sqlite:///{tmp}/mlflow.db"
+    uri = store_uri(tmp)
     by_id = run_cli(capsys, "--tracking-uri", uri, "--run-id", final["parent_run_id"])
     assert by_id[0] == 0
     assert run_cli(capsys, "--tracking-uri", uri) == by_id  # --latest is the default
@@ -123,21 +125,23 @@ def test_winners_table_matches_the_stage_params(finished_sweep, capsys):
         run = runs[stage]
         for c in CLASSES:
             winner = sweep.winners[stage.replace("-", " ")][c]
-            assert winner.variant == run.data.params[f"winner_{c}"]
+            assert winner.variant == run.data.params[schema.winner_param(c)]
             # a class's events come from its winner alone, so the stage's F1 on it is the winner's
-            assert winner.val_f1 == pytest.approx(run.data.metrics[f"val_f1_{c}"], abs=1e-12)
+            assert winner.val_f1 == pytest.approx(run.data.metrics[schema.score_metric("val", "f_measure", c)],
+                                                  abs=1e-12)
     for c in CLASSES:
         row = f"| {short_class_name(c)} | deep ({100 * sweep.winners['pass 1'][c].val_f1:.2f}) | " \
-              f"{runs['pass-2'].data.params[f'winner_{c}']} ({100 * sweep.winners['pass 2'][c].val_f1:.2f}) |"
+              f"{runs['pass-2'].data.params[schema.winner_param(c)]} ({100 * sweep.winners['pass 2'][c].val_f1:.2f}) |"
         assert row in table.splitlines()
     validation = out.split("## Validation macro F1 per stage (%)")[1]
-    assert f"| pass 2, per-class winners | {100 * runs['pass-2'].data.metrics['val_f1_macro']:.2f} |" in validation
+    val_f1 = runs["pass-2"].data.metrics[schema.score_metric("val", "f_measure", "macro")]
+    assert f"| pass 2, per-class winners | {100 * val_f1:.2f} |" in validation
 
 
 @pytest.mark.slow
 def test_out_writes_the_report_with_its_figures(finished_sweep, tmp_path, capsys):
     tmp, _, _ = finished_sweep
-    uri = f"sqlite:///{tmp}/mlflow.db"
+    uri = store_uri(tmp)
     out = tmp_path / "reports" / "report.md"
     for _ in range(2):  # the second run replaces the first's files
         code, printed, _ = run_cli(capsys, "--tracking-uri", uri, "--out", str(out))
@@ -146,8 +150,8 @@ def test_out_writes_the_report_with_its_figures(finished_sweep, tmp_path, capsys
     assert printed == text + "\n"
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
     names = {Path(link).relative_to("report_figures").as_posix() for link in links}
-    assert {"sweep/val_f1_over_passes.png", "sweep/winner_matrix.png", "pass-2/clip_1.png",
-            "tagging/clip_1.png"} <= names
+    assert {f"{schema.SWEEP_UNIT}/{schema.F1_OVER_PASSES_PNG}", f"{schema.SWEEP_UNIT}/{schema.WINNER_MATRIX_PNG}",
+            f"pass-2/{schema.example_clip_png(1)}", f"tagging/{schema.example_clip_png(1)}"} <= names
     for link in links:
         data = (out.parent / link).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000, link
@@ -175,7 +179,7 @@ def test_unfinished_sweep_is_reported_as_far_as_it_got(finished_sweep, tmp_path,
 
     tmp, _, final = finished_sweep
     shutil.copy(tmp / "mlflow.db", tmp_path / "mlflow.db")  # artifacts stay where the copy's runs point
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = store_uri(tmp_path)
     _, _, runs = sweep_runs(tmp_path)
     client = MlflowClient(uri)
     client.update_run(final["parent_run_id"], status="RUNNING")
@@ -187,6 +191,6 @@ def test_unfinished_sweep_is_reported_as_far_as_it_got(finished_sweep, tmp_path,
     assert code == 0 and err == ""
     not_yet = "pass-2 (run not finished)" if how == "stage run not finished" else "pass-2"
     assert f"**UNFINISHED**: 3 stage(s) finished; not yet: {not_yet}." in out
-    original = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    original = MlflowClient(store_uri(tmp))
     full = load_sweep(original, find_parent_run(original, "", run_id=final["parent_run_id"]))
     assert format_table(full.stages[:3]) in out and "pass 2" not in out

@@ -19,7 +19,13 @@ from kdsed.postprocess import (
     gaussian_smooth,
     median_smooth,
 )
-from kdsed.search import PostprocessChoice, apply_postprocessing, search_postprocessing
+from kdsed.search import (
+    PostprocessChoice,
+    apply_postprocessing,
+    merge_ranges,
+    search_postprocessing,
+    window_ranges,
+)
 
 CFG = FeatureConfig()
 N_FRAMES = CFG.frames_per_clip
@@ -130,3 +136,43 @@ def test_bad_inputs():
         search_postprocessing(x, reference, files[:2], CFG, PostprocessConfig())
     with pytest.raises(ValueError, match="smoothing"):
         search_postprocessing(x, reference, files, CFG, PostprocessConfig(), smoothing="gaussian")
+
+
+# ---- the grid searched in window ranges (Ray Tune's trials) and merged --------------------------------------
+
+
+def test_window_ranges_split_the_grid_into_ascending_contiguous_ranges():
+    assert window_ranges((9, 1, 5, 3, 7), 2) == [(1, 3, 5), (7, 9)]
+    assert window_ranges((3, 1), 5) == [(1,), (3,)]  # never an empty range
+    assert window_ranges((1, 3, 5), 0) == [(1, 3, 5)]
+    parts = window_ranges(range(1, 28, 2), 4)
+    assert [w for part in parts for w in part] == list(range(1, 28, 2)) and len(parts) == 4
+
+
+def assert_same_choice(merged: PostprocessChoice, whole: PostprocessChoice) -> None:
+    assert merged.median_windows == whole.median_windows
+    assert merged.gaussian_sigmas == whole.gaussian_sigmas and merged.thresholds == whole.thresholds
+    for name in ("f1", "precision", "recall"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name), err_msg=name)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_merged_window_ranges_choose_what_the_whole_grid_search_chooses(seed):
+    """What `kdsed.sweep.tuning` does with Ray Tune trials, without Ray: one search per range, then the merge."""
+    x, reference, files, n_valid = random_case(10 + seed, n_clips=8)
+    rng = np.random.default_rng(seed)
+    # Few thresholds and windows that change little: many ties between ranges, which the merge must break
+    # as the whole-grid search does (smaller window first).
+    windows = tuple(int(w) for w in rng.permutation([1, 3, 5, 7, 9, 11, 15, 21]))
+    grid = PostprocessConfig(median_windows=windows, thresholds=(0.3, 0.5, 0.7))
+    smoothing = "median+gaussian" if seed % 2 else "median"
+    whole = search_postprocessing(x, reference, files, CFG, grid, n_valid_frames=n_valid, smoothing=smoothing)
+    for n_ranges in (1, 2, 3, 8):
+        parts = [(r, search_postprocessing(x, reference, files, CFG, PostprocessConfig(
+                      median_windows=r, gaussian_sigmas=grid.gaussian_sigmas, thresholds=grid.thresholds),
+                      n_valid_frames=n_valid, smoothing=smoothing))
+                 for r in window_ranges(windows, n_ranges)]
+        rng.shuffle(parts)  # trials finish in any order
+        assert_same_choice(merge_ranges(parts), whole)
+    # The merge matters: some classes' best windows lie beyond the first range.
+    assert max(whole.median_windows) > window_ranges(windows, 3)[0][-1]

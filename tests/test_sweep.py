@@ -17,7 +17,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from kdsed.constants import CLASSES, REGISTERED_MODEL_PREFIX
+from sweep_runs import store_uri, sweep_folder
+
+from kdsed import schema
+from kdsed.constants import CLASSES
+from kdsed.registry import registered_model_name
 
 pytestmark = pytest.mark.slow
 
@@ -34,56 +38,61 @@ def test_resume_retrains_nothing_that_finished(finished_sweep):
 def mlflow_client(tmp: Path):
     from mlflow import MlflowClient
 
-    return MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    return MlflowClient(store_uri(tmp))
 
 
 def test_mlflow_structure(finished_sweep):
     tmp, _, final = finished_sweep
     client = mlflow_client(tmp)
-    experiment = client.get_experiment_by_name("kdsed")
+    experiment = client.get_experiment_by_name(schema.MLFLOW_EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     by_unit = {}
     for run in runs:
-        by_unit.setdefault(run.data.tags["kdsed.unit"], []).append(run)
+        by_unit.setdefault(run.data.tags[schema.TAG_UNIT], []).append(run)
     # Exactly one run per unit despite the kill and resume.
     assert all(len(v) == 1 for v in by_unit.values()), {k: len(v) for k, v in by_unit.items()}
-    parent = by_unit["sweep"][0]
+    parent = by_unit[schema.SWEEP_UNIT][0]
     assert parent.info.run_id == final["parent_run_id"] and parent.info.status == "FINISHED"
     stages = {s: by_unit[s][0] for s in ("baseline", "tagging", "pass-1", "pass-2")}
     for stage in stages.values():
-        assert stage.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert stage.data.tags[schema.TAG_PARENT_RUN] == parent.info.run_id
     variants = [by_unit["pass-2/deep-none"][0], by_unit["pass-2/shallow-median"][0]]
     for run in variants:
-        assert run.data.tags["mlflow.parentRunId"] == stages["pass-2"].info.run_id
-        assert run.data.tags["kdsed.pass"] == "2"
-        assert {"val_f1_macro", "eval_f1_macro", *(f"val_f1_{c}" for c in CLASSES)} <= set(run.data.metrics)
-        history = client.get_metric_history(run.info.run_id, "train_loss")
+        assert run.data.tags[schema.TAG_PARENT_RUN] == stages["pass-2"].info.run_id
+        assert run.data.tags[schema.TAG_PASS] == "2"
+        f1 = [schema.score_metric("val", "f_measure", of) for of in ("macro", *CLASSES)]
+        assert {*f1, schema.score_metric("eval", "f_measure", "macro")} <= set(run.data.metrics)
+        history = client.get_metric_history(run.info.run_id, schema.TRAIN_LOSS)
         assert [m.step for m in history] == list(range(1, len(history) + 1)) and len(history) >= 1
-    assert variants[0].data.tags["kdsed.model"] == "deep" and variants[1].data.tags["kdsed.smoothing"] == "median"
-    winners = {c: stages["pass-2"].data.params[f"winner_{c}"] for c in CLASSES}
+    assert variants[0].data.tags[schema.TAG_MODEL] == "deep" and variants[1].data.tags[schema.TAG_SMOOTHING] == "median"
+    winners = dict(zip(CLASSES, schema.winners_from_params(stages["pass-2"].data.params)))
     assert set(winners.values()) <= {"deep-none", "shallow-median"}
     # Per-pass curves on the parent run: one point per stage index.
-    assert [m.step for m in client.get_metric_history(parent.info.run_id, "eval_f1_macro")] == [0, 1, 2]
-    assert "baseline_eval_f1_macro" in parent.data.metrics
+    eval_f1 = schema.score_metric("eval", "f_measure", "macro")
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, eval_f1)] == [0, 1, 2]
+    assert schema.per_pass_metrics({eval_f1: 0.0}, "baseline").keys() <= parent.data.metrics.keys()
+    # The parent run names the stages and the variants (in config order) the report reads back.
+    assert schema.split_names(parent.data.tags[schema.TAG_STAGES]) == ["baseline", "tagging", "pass-1", "pass-2"]
+    assert schema.split_names(parent.data.tags[schema.TAG_VARIANTS]) == ["deep-none", "shallow-median"]
 
 
 def test_registry_has_every_class_with_aliases(finished_sweep):
     tmp, _, _ = finished_sweep
     client = mlflow_client(tmp)
     for c in CLASSES:
-        name = f"{REGISTERED_MODEL_PREFIX}{c}"
-        champion = client.get_model_version_by_alias(name, "champion")
-        assert champion.tags["pass"] == "2"
-        assert client.get_model_version_by_alias(name, "pass-2").version == champion.version
-        assert client.get_model_version_by_alias(name, "pass-1").tags["variant"] == "deep"
-        assert 0 < float(champion.tags["threshold"]) < 1
+        name = registered_model_name(c)
+        champion = client.get_model_version_by_alias(name, schema.CHAMPION_ALIAS)
+        assert champion.tags[schema.VERSION_PASS] == "2"
+        assert client.get_model_version_by_alias(name, schema.pass_alias(2)).version == champion.version
+        assert client.get_model_version_by_alias(name, schema.pass_alias(1)).tags[schema.VERSION_VARIANT] == "deep"
+        assert 0 < float(champion.tags[schema.VERSION_THRESHOLD]) < 1
 
 
 def test_parquet_pseudo_labels(finished_sweep):
     tmp, _, final = finished_sweep
-    folder = tmp / "storage" / "sweeps" / final["sweep_id"] / "pseudo_labels"
+    folder = sweep_folder(tmp, final["sweep_id"])
     for k in (1, 2):
-        table = pq.read_table(folder / f"pass-{k}.parquet")
+        table = pq.read_table(folder / schema.pseudo_labels_file(schema.pass_stage(k)))
         assert table.column_names == ["filename", "frame", *CLASSES]
         meta = json.loads(table.schema.metadata[b"kdsed"])
         assert meta["pass"] == k and set(meta["winners"]) == set(CLASSES)
@@ -104,7 +113,7 @@ def test_pull_and_predict_reproduce_eval_f1(finished_sweep):
     tmp, _, final = finished_sweep
     out = tmp / "winners"
     subprocess.run([sys.executable, "-m", "kdsed.registry", "pull", "--out", str(out),
-                    "--tracking-uri", f"sqlite:///{tmp}/mlflow.db"], check=True, cwd=tmp)
+                    "--tracking-uri", store_uri(tmp)], check=True, cwd=tmp)
     bundle = load_bundle(out)
     assert set(bundle.classes) == set(CLASSES)
     data = load_dataset(tmp / "work" / "data" / "synth-smoke-seed0")
@@ -113,7 +122,7 @@ def test_pull_and_predict_reproduce_eval_f1(finished_sweep):
                    check=True, cwd=tmp)
     predicted = read_strong_tsv(tmp / "eval.tsv")
     scores = event_scores(data.reference_table("eval"), {f: predicted.get(f, []) for f in data.reference_table("eval")})
-    stage = json.loads((tmp / "storage" / "sweeps" / final["sweep_id"] / "stages" / "pass-2.json").read_text())
+    stage = json.loads((tmp / "storage" / schema.stage_path(final["sweep_id"], "pass-2")).read_text())
     assert scores.to_json()["macro"] == pytest.approx(stage["report"]["eval"]["macro"], abs=1e-9)
 
 
@@ -122,14 +131,14 @@ def test_figures_logged(finished_sweep):
 
     tmp, _, final = finished_sweep
     client = mlflow_client(tmp)
-    experiment = client.get_experiment_by_name("kdsed")
-    runs = {r.data.tags["kdsed.unit"]: r.info.run_id for r in client.search_runs([experiment.experiment_id])}
-    wanted = {"sweep": ["val_f1_over_passes.png", "winner_matrix.png"], "pass-2": ["clip_1.png"],
-              "pass-2/deep-none": ["loss_curves.png"]}
+    experiment = client.get_experiment_by_name(schema.MLFLOW_EXPERIMENT)
+    runs = {r.data.tags[schema.TAG_UNIT]: r.info.run_id for r in client.search_runs([experiment.experiment_id])}
+    wanted = {schema.SWEEP_UNIT: [schema.F1_OVER_PASSES_PNG, schema.WINNER_MATRIX_PNG],
+              "pass-2": [schema.example_clip_png(1)], "pass-2/deep-none": [schema.LOSS_CURVES_PNG]}
     for unit, names in wanted.items():
-        logged = {Path(a.path).name for a in client.list_artifacts(runs[unit], "figures")}
+        logged = {Path(a.path).name for a in client.list_artifacts(runs[unit], schema.FIGURES)}
         assert set(names) <= logged, (unit, logged)
         for name in names:
-            local = client.download_artifacts(runs[unit], f"figures/{name}", str(tmp))
+            local = client.download_artifacts(runs[unit], f"{schema.FIGURES}/{name}", str(tmp))
             pixels = matplotlib.image.imread(local)
             assert pixels.shape[0] > 300 and pixels.shape[1] > 600 and pixels[..., :3].std() > 0.05

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from kdsed.config import SweepConfig, from_dict, load_yaml, to_dict
+from kdsed.constants import DEFAULT_TRACKING_URI
 from kdsed.sweep import preflight
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "laptop.yaml"
@@ -19,7 +20,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                    help="sweep YAML (default: sweeps/laptop.yaml, the synthetic 'mini' set on a laptop)")
     p.add_argument("--data", type=Path, help="a DCASE 2018 Task 4 / DESED folder (default: the synthetic set)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///kdsed_runs/mlflow.db)")
+    p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})")
     p.add_argument("--storage", help="folder or s3://... for checkpoints and Parquet pseudo-labels")
     p.add_argument("--address", help="Ray cluster address: auto or HOST:PORT (default: start a local Ray)")
     p.add_argument("--resume", action="store_true", help="continue the latest sweep in the storage")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     except preflight.startup_errors() as e:
         print(f"kdsed.sweep: error: {e}", file=sys.stderr)
         return 2
-    from kdsed.experiment import format_table
+    from kdsed.results import format_table
 
     print(format_table(summary.reports))
     print(winner_table(summary))

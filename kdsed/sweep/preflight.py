@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+from kdsed import schema
 from kdsed.config import ConfigError, SweepConfig
 from kdsed.events import MetadataError
 
@@ -83,8 +84,9 @@ def check_storage(uri: str) -> None:
 def check_tracking(uri: str) -> None:
     """The MLflow tracking store can be opened: see the module docstring for what is checked per kind."""
     key = "tracking.tracking_uri (--tracking-uri)"
-    if uri.startswith("sqlite:///"):
-        _check_sqlite(Path(uri.removeprefix("sqlite:///")), key, uri)
+    db = schema.sqlite_path(uri)
+    if db is not None:
+        _check_sqlite(db, key, uri)
     elif uri.startswith(("http://", "https://")):
         _reach(lambda: _http_answers(uri), f"{key} {uri!r}: the MLflow tracking server cannot be reached "
                "(start it with `mlflow server`, or pass another --tracking-uri)")

@@ -7,9 +7,8 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, field
 
+from kdsed import schema
 from kdsed.sweep.storage import Storage
-
-STATE_FILE = "state.json"
 
 
 @dataclass
@@ -41,22 +40,21 @@ class SweepState:
 
     @property
     def folder(self) -> str:
-        return f"sweeps/{self.sweep_id}"
+        return schema.sweep_folder(self.sweep_id)
 
     def save(self, storage: Storage) -> None:
-        storage.write_bytes(f"{self.folder}/{STATE_FILE}", json.dumps(asdict(self), indent=1).encode())
+        storage.write_bytes(schema.state_path(self.sweep_id), json.dumps(asdict(self), indent=1).encode())
 
     @classmethod
     def load(cls, storage: Storage, sweep_id: str) -> "SweepState":
-        raw = json.loads(storage.read_bytes(f"sweeps/{sweep_id}/{STATE_FILE}"))
+        raw = json.loads(storage.read_bytes(schema.state_path(sweep_id)))
         raw["units"] = {k: UnitRecord(**v) for k, v in raw.get("units", {}).items()}
         return cls(**raw)
 
     @classmethod
     def all(cls, storage: Storage) -> "list[SweepState]":
         """Every sweep in `storage`, oldest first."""
-        states = [cls.load(storage, s) for s in storage.list_dirs("sweeps")
-                  if storage.exists(f"sweeps/{s}/{STATE_FILE}")]
+        states = [cls.load(storage, s) for s in storage.list_dirs(schema.SWEEPS) if storage.exists(schema.state_path(s))]
         return sorted(states, key=lambda s: s.created)
 
     @classmethod
@@ -76,13 +74,13 @@ def open_state(storage: Storage, config_digest: str, passes: int, resume: bool |
     """A new sweep's saved state; or, to resume, the sweep named by `resume` or the latest unfinished one of this config."""
     if not resume:
         sweep_id = new_sweep_id()
-        while storage.exists(f"sweeps/{sweep_id}"):
+        while storage.exists(schema.sweep_folder(sweep_id)):
             sweep_id = new_sweep_id()
         state = SweepState(sweep_id, config_digest, passes)
         state.save(storage)
         return state
     if isinstance(resume, str):
-        if not storage.exists(f"sweeps/{resume}/{STATE_FILE}"):
+        if not storage.exists(schema.state_path(resume)):
             raise FileNotFoundError(f"--resume: no sweep {resume} in {storage.root_uri}")
         state = SweepState.load(storage, resume)
     else:

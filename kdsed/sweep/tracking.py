@@ -3,7 +3,8 @@
 Layout: one experiment; a parent run per sweep; a child run per stage
 (baseline, tagging, pass-1 ... pass-N); a grandchild run per unit of a stage.
 Runs are found again by their `kdsed.sweep_id` / `kdsed.unit` tags, so a
-resumed sweep never logs a unit twice.
+resumed sweep never logs a unit twice. Every tag, metric, param and artifact
+name comes from `kdsed.schema`, which the report reads back with.
 
 Several sweeps may share one store. On a local SQLite store they are
 processes of one machine: creating the store and moving registry aliases
@@ -15,23 +16,26 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import random
+import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from kdsed.config import TrackingConfig, to_dict
+from kdsed import schema
+from kdsed.config import SweepConfig, TrackingConfig, dump_yaml, to_dict
 from kdsed.constants import CLASSES
-from kdsed.metrics import EventScores
+from kdsed.distill import VariantOutcome
+from kdsed.prepare import PreparedData
+from kdsed.results import StageReport, format_table
+from kdsed.stages import StageOutcome
+from kdsed.sweep import figures
 from kdsed.sweep.storage import file_lock
 
 os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "1")
-
-
-# MLflow 3's UI opens an experiment in its GenAI view unless the experiment says it is model training.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
 
 
 class TrackingError(RuntimeError):
@@ -50,31 +54,10 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def score_metrics(prefix: str, scores: EventScores | dict) -> dict[str, float]:
-    """`{prefix}_f1_macro`, `{prefix}_precision_macro`, ..., `{prefix}_f1_<Class>` from event scores."""
-    js = scores.to_json() if isinstance(scores, EventScores) else scores
-    out = {}
-    for stat, name in (("f_measure", "f1"), ("precision", "precision"), ("recall", "recall")):
-        if js["macro"][stat] is not None:
-            out[f"{prefix}_{name}_macro"] = float(js["macro"][stat])
-        if js["micro"][stat] is not None:
-            out[f"{prefix}_{name}_micro"] = float(js["micro"][stat])
-        for c in CLASSES:
-            value = js["class_wise"][c][stat]
-            if value is not None:
-                out[f"{prefix}_{name}_{c}"] = float(value)
-    return out
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a local SQLite store, else None."""
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-
-
 def sqlite_artifact_root(uri: str) -> Path | None:
     """For a local SQLite store, the artifact folder beside the database file (`mlartifacts/`)."""
-    db = sqlite_path(uri)
-    return None if db is None else db.parent / "mlartifacts"
+    db = schema.sqlite_path(uri)
+    return None if db is None else db.parent / schema.SQLITE_ARTIFACTS
 
 
 LOCKED_MESSAGES = ("database is locked", "database table is locked")
@@ -142,12 +125,12 @@ class Tracker:
 
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
-            if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-                self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            if experiment.tags.get(schema.EXPERIMENT_KIND_TAG) != schema.EXPERIMENT_KIND:
+                self.client.set_experiment_tag(experiment.experiment_id, schema.EXPERIMENT_KIND_TAG, schema.EXPERIMENT_KIND)
             return experiment.experiment_id
         try:
             return self.client.create_experiment(name, artifact_location=location,
-                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                                                 tags={schema.EXPERIMENT_KIND_TAG: schema.EXPERIMENT_KIND})
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -156,7 +139,7 @@ class Tracker:
     @contextlib.contextmanager
     def store_lock(self) -> Iterator[None]:
         """Exclusive among the processes of this machine that use the same SQLite store (a no-op for a server)."""
-        db = sqlite_path(self.uri)
+        db = schema.sqlite_path(self.uri)
         if db is None:
             yield
             return
@@ -165,15 +148,13 @@ class Tracker:
 
     def run(self, unit: str, name: str, parent_id: str | None, tags: Mapping[str, str] | None = None) -> str:
         """The run of `unit` in this sweep: found by tag, or created under `parent_id`."""
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`kdsed.sweep_id` = '{self.sweep_id}' and tags.`kdsed.unit` = '{unit}'",
-            max_results=1)
+        keys = {schema.TAG_SWEEP_ID: self.sweep_id, schema.TAG_UNIT: unit}
+        found = self.client.search_runs([self.experiment_id], filter_string=schema.tag_filter(**keys), max_results=1)
         if found:
             return found[0].info.run_id
-        all_tags = {"kdsed.sweep_id": self.sweep_id, "kdsed.unit": unit, **(tags or {})}
+        all_tags = {**keys, **(tags or {})}
         if parent_id:
-            all_tags["mlflow.parentRunId"] = parent_id
+            all_tags[schema.TAG_PARENT_RUN] = parent_id
         return self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
 
     def log(self, run_id: str, *, metrics: Mapping[str, float] | None = None, params: Mapping[str, str] | None = None,
@@ -217,3 +198,122 @@ class Tracker:
 
     def ui_hint(self) -> str:
         return f"mlflow ui --backend-store-uri {self.uri}"
+
+
+# ---- what the coordinator logs -------------------------------------------------------------------
+
+
+def start_sweep_run(tracker: Tracker, cfg: SweepConfig) -> str:
+    """The sweep's parent run: its config as params and `config.yaml`, its stages and variants as tags."""
+    dc = cfg.distill
+    run_id = tracker.run(schema.SWEEP_UNIT, schema.sweep_run_name(tracker.sweep_id), None, {
+        schema.TAG_STAGE: schema.SWEEP_UNIT,
+        schema.TAG_STAGES: schema.join_names(schema.expected_stages(dc.passes, dc.run_baseline)),
+        schema.TAG_VARIANTS: schema.join_names([v.name for v in dc.variants])})
+    tracker.log_config(run_id, cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        dump_yaml(cfg, Path(tmp) / schema.CONFIG_FILE)
+        tracker.artifact(run_id, Path(tmp) / schema.CONFIG_FILE)
+    return run_id
+
+
+def log_stage(tracker: Tracker, parent_run_id: str, outcome: StageOutcome, data: PreparedData,
+              parquet: Path | None) -> str:
+    """A finished stage's run (and one run per unit under it); its points on the parent's per-pass curves."""
+    stage, index = outcome.stage, schema.stage_index(outcome.stage)
+    stage_run = tracker.run(stage, stage, parent_run_id, {schema.TAG_PASS: str(index), schema.TAG_STAGE: stage})
+    for variant, unit in outcome.units.items():
+        log_unit(tracker, stage_run, index, variant, unit)
+    metrics = stage_metrics(outcome.report)
+    tracker.log(stage_run, metrics=metrics,
+                params={**schema.choice_params(outcome.choice), **schema.winner_params(outcome.report.winners)})
+    if parquet is not None:
+        tracker.artifact(stage_run, parquet, schema.PSEUDO_LABELS)
+    with tempfile.TemporaryDirectory() as tmp:
+        for png in figures.example_clips(Path(tmp), stage, data, outcome.merged.test, outcome.choice):
+            tracker.artifact(stage_run, png, schema.FIGURES)
+    # On the parent run: one point per pass (tagging = step 0), so the UI draws F1 over passes.
+    tracker.log(parent_run_id, metrics=schema.per_pass_metrics(metrics, stage), step=index)
+    return stage_run
+
+
+def stage_metrics(report: StageReport) -> dict[str, float]:
+    """A stage run's metrics: its scores on val and eval, its pseudo-labels' (when known), its wall time."""
+    metrics = {**schema.score_metrics(schema.VAL, report.val), **schema.score_metrics(schema.EVAL, report.eval),
+               schema.WALL_TIME: report.wall_time_s}
+    if report.pseudo and "macro" in report.pseudo:
+        metrics.update(schema.score_metrics(schema.PSEUDO, report.pseudo))
+    return metrics
+
+
+def log_unit(tracker: Tracker, stage_run: str, index: int, variant: str, unit: VariantOutcome) -> None:
+    """One unit's run: scores, training figures, config params and its post-processing choice."""
+    result, scored = unit.result, unit.scored
+    run_id = tracker.run(unit.name, unit.name, stage_run, {
+        schema.TAG_PASS: str(index), schema.TAG_VARIANT: variant, schema.TAG_MODEL: result.model_config.name,
+        schema.TAG_SMOOTHING: schema.variant_smoothing(variant)})
+    tracker.log(run_id, metrics={**schema.score_metrics(schema.VAL, scored.val),
+                                 **schema.score_metrics(schema.EVAL, scored.eval),
+                                 schema.BEST_EPOCH: result.best_epoch, schema.TRAIN_CLIPS_PER_S: result.train_clips_per_s,
+                                 schema.TRAIN_TIME: result.train_time_s},
+                params={**{f"{schema.MODEL_PARAMS}{k}": v for k, v in asdict(result.model_config).items()},
+                        **{f"{schema.TRAIN_PARAMS}{k}": v for k, v in asdict(result.train_config).items()},
+                        **schema.choice_params(scored.choice)})
+    tracker.log_series(run_id, {schema.TRAIN_LOSS: [h.train_loss for h in result.history],
+                                schema.VAL_LOSS: [h.val_loss for h in result.history]})
+    with tempfile.TemporaryDirectory() as tmp:
+        choice_file = Path(tmp) / schema.POSTPROCESSING_FILE
+        choice_file.write_text(json.dumps(scored.choice.to_dict(), indent=1))
+        tracker.artifact(run_id, choice_file)
+        tracker.artifact(run_id, figures.loss_curves(Path(tmp), unit.name, result), schema.FIGURES)
+    tracker.finish(run_id)
+
+
+def register_winners(tracker: Tracker, stage_run: str, outcome: StageOutcome, data: PreparedData) -> None:
+    """Each class's winner as a class bundle under the pass run, registered; the pass's aliases moved together."""
+    from kdsed.registry import point_aliases
+
+    k = schema.pass_index(outcome.stage)
+    versions = [_register_class(tracker, stage_run, outcome, data, c) for c in range(len(CLASSES))]
+    # All classes' aliases at once, so that another sweep moving them at the same time cannot leave
+    # `champion` on a mix of two sweeps' winners (whose normalizers may differ: no bundle could be pulled).
+    with tracker.store_lock():
+        point_aliases(tracker.client, versions, [schema.CHAMPION_ALIAS, schema.pass_alias(k)])
+
+
+def _register_class(tracker: Tracker, stage_run: str, outcome: StageOutcome, data: PreparedData, c: int) -> Any:
+    from kdsed.bundle import write_class_bundle
+    from kdsed.registry import register_class_bundle
+
+    class_name, variant = CLASSES[c], outcome.winners[c]
+    unit, k = outcome.units[variant], schema.pass_index(outcome.stage)
+    ch = unit.scored.choice
+    provenance = {schema.VERSION_SWEEP_ID: tracker.sweep_id, schema.VERSION_PASS: k, schema.VERSION_VARIANT: variant,
+                  "unit": unit.name, schema.VERSION_VAL_F1: ch.f1[c], "run_id": stage_run}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_class_bundle(
+            Path(tmp) / class_name, class_name=class_name, model_config=unit.result.model_config,
+            state_dict=unit.result.state_dict, median_window=int(ch.median_windows[c]),
+            gaussian_sigma=float(ch.gaussian_sigmas[c]), threshold=float(ch.thresholds[c]),
+            feature_config=data.feature_config, normalizer=data.normalizer, provenance=provenance)
+        tracker.artifact(stage_run, folder, schema.winner_artifact(class_name))
+    return register_class_bundle(
+        tracker.client, class_name, tracker.artifact_uri(stage_run, schema.winner_artifact(class_name)), stage_run,
+        tags={schema.VERSION_PASS: str(k), schema.VERSION_VARIANT: variant, schema.VERSION_WINDOW: str(ch.median_windows[c]),
+              schema.VERSION_THRESHOLD: str(ch.thresholds[c]), schema.VERSION_VAL_F1: f"{ch.f1[c]:.6f}",
+              schema.VERSION_SWEEP_ID: tracker.sweep_id})
+
+
+def log_sweep_results(tracker: Tracker, parent_run_id: str, reports: list[StageReport], timings: dict[str, float],
+                      wall_time_s: float, variant_names: list[str]) -> None:
+    """The parent run's last words: timings, `results.md` / `results.json` and the sweep's figures; then finished."""
+    tracker.log(parent_run_id, metrics={schema.WALL_TIME: wall_time_s,
+                                        **{schema.timing_metric(k): v for k, v in timings.items()}})
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / schema.RESULTS_MD).write_text(format_table(reports))
+        (Path(tmp) / schema.RESULTS_JSON).write_text(json.dumps([asdict(r) for r in reports], indent=1))
+        tracker.artifact(parent_run_id, Path(tmp) / schema.RESULTS_MD)
+        tracker.artifact(parent_run_id, Path(tmp) / schema.RESULTS_JSON)
+        for png in figures.sweep_summary(Path(tmp), reports, variant_names):
+            tracker.artifact(parent_run_id, png, schema.FIGURES)
+    tracker.finish(parent_run_id)

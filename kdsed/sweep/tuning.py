@@ -4,15 +4,15 @@ One trial scores a whole slice of the grid (a range of median windows x every
 threshold) for all classes at once with the fast exact metric; trials are
 (variant x window range), so a pass with 6 variants and 3 ranges is 18
 trials, not thousands. Per class, the best over the ranges is taken with the
-same tie-break as the serial search (smaller window first), so the result is
-exactly what `kdsed.search.search_postprocessing` gives over the whole grid.
+same tie-break as the serial search (smaller window first; `kdsed.search.merge_ranges`),
+so the result is exactly what `kdsed.search.search_postprocessing` gives over the whole
+grid (tests/test_search.py checks both on random inputs).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from dataclasses import replace
 from typing import Any, Mapping, Sequence
@@ -25,16 +25,8 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
 
 from kdsed.config import FeatureConfig, PostprocessConfig
-from kdsed.constants import NUM_CLASSES
 from kdsed.events import EventTable
-from kdsed.search import PostprocessChoice, search_postprocessing
-
-
-def window_ranges(windows: Sequence[int], n_ranges: int) -> list[tuple[int, ...]]:
-    """Split the window grid into at most `n_ranges` contiguous ranges, in ascending order."""
-    ordered = sorted(windows)
-    n = max(1, min(n_ranges, len(ordered)))
-    return [tuple(int(w) for w in part) for part in np.array_split(ordered, n) if len(part)]
+from kdsed.search import PostprocessChoice, merge_ranges, search_postprocessing, window_ranges
 
 
 def _trial(config: dict[str, Any], inputs: dict[str, Any]) -> None:
@@ -42,19 +34,6 @@ def _trial(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     choice = search_postprocessing(inputs["probs"][config["variant"]], inputs["reference"], inputs["filenames"],
                                    inputs["feature_config"], grid, n_valid_frames=inputs["n_frames"])
     tune.report({"choice": json.dumps(choice.to_dict())})
-
-
-def merge_ranges(parts: Sequence[tuple[tuple[int, ...], PostprocessChoice]]) -> PostprocessChoice:
-    """Per class, the best choice over window ranges (ties and NaN: the range with smaller windows)."""
-    ordered = [choice for _, choice in sorted(parts, key=lambda p: p[0][0])]
-    best = []
-    for c in range(NUM_CLASSES):
-        pick = ordered[0]
-        for choice in ordered[1:]:
-            if not math.isnan(choice.f1[c]) and (math.isnan(pick.f1[c]) or choice.f1[c] > pick.f1[c]):
-                pick = choice
-        best.append(pick)
-    return PostprocessChoice.per_class(best)
 
 
 def tune_postprocessing(probs: Mapping[str, np.ndarray], reference: EventTable, filenames: Sequence[str],

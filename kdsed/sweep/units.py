@@ -1,6 +1,6 @@
-"""A unit of a sweep (one model trained in one stage) and where its outputs live in storage.
+"""A trained unit of a sweep (one model of one stage, `kdsed.stages.UnitSpec`) in the storage.
 
-A unit's folder holds `model.pt` (weights only), `outputs.npz` (frame
+A unit's folder (`kdsed.schema.unit_folder`) holds `model.pt` (weights only), `outputs.npz` (frame
 probabilities on training, validation and eval clips) and `summary.json`
 (history, throughput, node). Workers write it; the coordinator and
 `--resume` read it. `attempts/` holds one small JSON file per worker start
@@ -18,59 +18,31 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from kdsed.config import ModelConfig, TrainConfig
+from kdsed import schema
+from kdsed.config import TrainConfig
 from kdsed.distill import Outputs
 from kdsed.sweep.storage import Storage
 from kdsed.train import EpochLog, VariantResult, load_checkpoint, save_checkpoint
-
-UnitKind = Literal["baseline", "tagging", "pass1", "variant"]
-
-
-@dataclass(frozen=True)
-class UnitSpec:
-    """What to train: a stage name, how its targets are built, the model and its training."""
-
-    name: str  # "baseline", "tagging", "pass-1/deep", "pass-2/deep-median"
-    kind: UnitKind
-    model: ModelConfig
-    train: TrainConfig
-    smoothing: str = "none"
-
-    @property
-    def stage(self) -> str:
-        return self.name.split("/")[0]
-
-    @property
-    def variant(self) -> str:
-        return self.name.split("/")[-1]
-
-    @property
-    def folder_name(self) -> str:
-        return self.name.replace("/", "__")
 
 
 def write_unit(storage: Storage, folder: str, result: VariantResult, outputs: Outputs, extra: dict) -> None:
     """Store a trained unit's weights, outputs and summary (each file written atomically)."""
     with tempfile.TemporaryDirectory() as tmp:
-        storage.put_file(save_checkpoint(result, tmp), f"{folder}/model.pt")
+        storage.put_file(save_checkpoint(result, tmp), f"{folder}/{schema.CHECKPOINT_FILE}")
     buf = io.BytesIO()
     arrays = {"train": outputs.train, "test": outputs.test, "eval": outputs.eval}
     if outputs.train_clip is not None:
         arrays["train_clip"] = outputs.train_clip
     np.savez(buf, **arrays)
-    storage.write_bytes(f"{folder}/outputs.npz", buf.getvalue())
+    storage.write_bytes(f"{folder}/{schema.UNIT_OUTPUTS}", buf.getvalue())
     summary = {
         "history": [vars(h) for h in result.history], "best_epoch": result.best_epoch,
         "train_clips_per_s": result.train_clips_per_s, "train_time_s": result.train_time_s, **extra,
     }
-    storage.write_bytes(f"{folder}/summary.json", json.dumps(summary).encode())
-
-
-ATTEMPTS_DIR = "attempts"
+    storage.write_bytes(f"{folder}/{schema.UNIT_SUMMARY}", json.dumps(summary).encode())
 
 
 def record_attempt(storage: Storage, folder: str, fit_id: str, rank: int, *, node: str = "") -> int:
@@ -79,14 +51,14 @@ def record_attempt(storage: Storage, folder: str, fit_id: str, rank: int, *, nod
     info = {"fit_id": fit_id, "rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "node": node,
             "started": started}
     prefix = f"{fit_id}-rank{rank}-"
-    storage.write_bytes(f"{folder}/{ATTEMPTS_DIR}/{prefix}{started:.6f}-{secrets.token_hex(2)}.json",
+    storage.write_bytes(f"{folder}/{schema.UNIT_ATTEMPTS}/{prefix}{started:.6f}-{secrets.token_hex(2)}.json",
                         json.dumps(info).encode())
-    return sum(name.startswith(prefix) for name in storage.list_files(f"{folder}/{ATTEMPTS_DIR}"))
+    return sum(name.startswith(prefix) for name in storage.list_files(f"{folder}/{schema.UNIT_ATTEMPTS}"))
 
 
 def read_attempts(storage: Storage, folder: str) -> list[dict]:
     """Every worker start recorded in a unit's folder (all fits, all ranks), oldest first."""
-    rel = f"{folder}/{ATTEMPTS_DIR}"
+    rel = f"{folder}/{schema.UNIT_ATTEMPTS}"
     names = [n for n in storage.list_files(rel) if n.endswith(".json") and not n.startswith(".")]
     return sorted((json.loads(storage.read_bytes(f"{rel}/{n}")) for n in names), key=lambda r: r["started"])
 
@@ -103,10 +75,10 @@ class StoredUnit:
 def read_unit(storage: Storage, folder: str, train_config: TrainConfig) -> StoredUnit:
     """Read a unit written by `write_unit`."""
     with tempfile.TemporaryDirectory() as tmp:
-        model_cfg, state, n_mels = load_checkpoint(storage.get_file(f"{folder}/model.pt", Path(tmp) / "model.pt"))
-    with np.load(io.BytesIO(storage.read_bytes(f"{folder}/outputs.npz"))) as z:
+        model_cfg, state, n_mels = load_checkpoint(storage.get_file(f"{folder}/{schema.CHECKPOINT_FILE}", Path(tmp) / schema.CHECKPOINT_FILE))
+    with np.load(io.BytesIO(storage.read_bytes(f"{folder}/{schema.UNIT_OUTPUTS}"))) as z:
         outputs = Outputs(z["train"], z["test"], z["eval"], z["train_clip"] if "train_clip" in z else None)
-    summary = json.loads(storage.read_bytes(f"{folder}/summary.json"))
+    summary = json.loads(storage.read_bytes(f"{folder}/{schema.UNIT_SUMMARY}"))
     result = VariantResult(model_cfg, train_config, state, [EpochLog(**h) for h in summary["history"]],
                            summary["best_epoch"], summary["train_clips_per_s"], summary["train_time_s"], n_mels)
     return StoredUnit(result, outputs, summary)

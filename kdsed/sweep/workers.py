@@ -25,10 +25,11 @@ import ray.train
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from kdsed import distill
-from kdsed.config import DistillConfig, VariantSpec
+from kdsed import distill, stages
+from kdsed.config import DistillConfig
+from kdsed.stages import UnitSpec
 from kdsed.sweep.storage import Storage
-from kdsed.sweep.units import UnitSpec, record_attempt, write_unit
+from kdsed.sweep.units import record_attempt, write_unit
 from kdsed.train import TargetSet, epoch_printer, train_variant
 
 
@@ -42,14 +43,15 @@ class Placement:
     threads: int
 
 
+#: The broadcast array each kind of unit trains from, by its `kdsed.stages.training_set` keyword.
+_BROADCAST = {"pseudo-weak": "pseudo_weak", "pseudo-strong": "previous"}
+
+
 def build_targets(spec: UnitSpec, data, refs: dict[str, Any], distill_cfg: DistillConfig) -> TargetSet:
     """The unit's training set, built on the worker from the broadcast arrays."""
-    if spec.kind in ("baseline", "tagging"):
-        return distill.tagging_set(data)
-    if spec.kind == "pass1":
-        return TargetSet(data.train, weak=ray.get(refs["pseudo_weak"]))
-    variant = VariantSpec(spec.model.name, spec.smoothing)
-    return distill.variant_training_set(data, ray.get(refs["previous"]), variant, distill_cfg)
+    name = _BROADCAST.get(spec.targets)
+    arrays = {name: ray.get(refs[name])} if name else {}
+    return stages.training_set(spec, data, distill_cfg, **arrays)
 
 
 def train_loop_per_worker(config: dict) -> None:

@@ -1,0 +1,123 @@
+"""The results of a run, whichever runner made it: one `StageReport` per stage, and the results table.
+
+Both runners (`kdsed.experiment`, `kdsed.sweep`) build their reports with `kdsed.stages`, and
+`kdsed.report` rebuilds them from MLflow; all three print them with `format_table`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from kdsed import schema
+from kdsed.constants import CLASSES
+
+
+@dataclass
+class StageReport:
+    """Scores of one row of the results table (baseline, tagging, pass k)."""
+
+    stage: str
+    val: dict[str, Any]
+    eval: dict[str, Any]
+    wall_time_s: float
+    pseudo: dict[str, Any] | None = None
+    winners: list[str] | None = None
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def best_single(self) -> str | None:
+        """The variant with the best validation macro F1 (the single model one would pick)."""
+        if not self.variants:
+            return None
+        return max(self.variants, key=lambda n: self.variants[n]["val"]["macro"]["f_measure"] or 0.0)
+
+
+def percent(x: float | None) -> str:
+    """A score as a percentage with two decimals ("n/a" when undefined)."""
+    return "n/a" if x is None else f"{100 * x:.2f}"
+
+
+#: Row labels of the two stages that are not passes.
+STAGE_LABELS = {schema.stage_title(schema.BASELINE): "baseline (DCASE 2018 CRNN)",
+                schema.stage_title(schema.TAGGING): "tagging model (deep, weak labels)"}
+#: Leading words of a class name that qualify the sound rather than name it ("Running_water" is "Water").
+_QUALIFIERS = frozenset({"Electric", "Running"})
+_SMOOTHING_LABELS = {"none": "no smoothing", "median+gaussian": "median+Gauss"}
+
+
+def short_class_name(name: str) -> str:
+    """A column header for a class: the word that names the sound ("Electric_shaver_toothbrush" -> "Shaver")."""
+    words = name.split("_")
+    while len(words) > 1 and words[0] in _QUALIFIERS:
+        words = words[1:]
+    return words[0].capitalize()
+
+
+def variant_label(variant: str) -> str:
+    """A variant's name as the table shows it ("shallow-median+gaussian" -> "shallow, median+Gauss")."""
+    model, _, smoothing = variant.partition("-")
+    return f"{model}, {_SMOOTHING_LABELS.get(smoothing, smoothing)}" if smoothing else model
+
+
+def stage_label(report: StageReport) -> str:
+    """The row label of a stage: "baseline (DCASE 2018 CRNN)", "pass 1", "pass 2, per-class winners"."""
+    if report.stage in STAGE_LABELS:
+        return STAGE_LABELS[report.stage]
+    return f"{report.stage}, per-class winners" if report.variants else report.stage
+
+
+def format_table(reports: list[StageReport], *, baseline_with_tagging: bool = True) -> str:
+    """The results as a Markdown table like the report's Tables 1 and 4 (eval subset, %).
+
+    Each pass with several variants has two rows: its per-class winners and its best single variant.
+    `baseline_with_tagging`: the two were trained together (the sweep), so the baseline's row has no
+    wall time and the tagging row's (which then covers both) says so; the serial runner passes False.
+    The best macro F1 of the stage rows and the best pseudo-label F1 are in bold.
+    """
+    stages = {r.stage for r in reports}
+    baseline, tagging = schema.stage_title(schema.BASELINE), schema.stage_title(schema.TAGGING)
+    together = baseline_with_tagging and {baseline, tagging} <= stages
+    rows = []  # (label, eval scores, pseudo-label F1, wall time cell, is a stage row)
+    for r in reports:
+        pseudo = r.pseudo.get("macro", {}).get("f_measure") if r.pseudo else None
+        wall = f"{r.wall_time_s:.0f}"
+        if together and r.stage == baseline:
+            wall = ""
+        elif together and r.stage == tagging:
+            wall += " (with baseline)"
+        rows.append((stage_label(r), r.eval, pseudo, wall, True))
+        if r.best_single:
+            rows.append((f"{r.stage}, best single ({variant_label(r.best_single)})",
+                         r.variants[r.best_single]["eval"], None, "", False))
+    best_f1 = _best([percent(ev["macro"]["f_measure"]) for _, ev, _, _, main in rows if main])
+    best_pseudo = _best([percent(p) for _, _, p, _, _ in rows if p is not None])
+    head = ["stage", "F1", "P", "R", *(short_class_name(c) for c in CLASSES), "pseudo-label F1", "wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, ev, pseudo, wall, main in rows:
+        f1, p, r = (percent(ev["macro"][k]) for k in ("f_measure", "precision", "recall"))
+        pseudo_cell = "" if pseudo is None else percent(pseudo)
+        cells = [label, _bold(f1, best_f1 if main else None), p, r,
+                 *(percent(ev["class_wise"][c]["f_measure"]) for c in CLASSES), _bold(pseudo_cell, best_pseudo), wall]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _best(cells: list[str]) -> str | None:
+    """The largest of some percentage cells, if there are two or more and it is above zero."""
+    values = [float(c) for c in cells if c != "n/a"]
+    return f"{max(values):.2f}" if len(values) > 1 and max(values) > 0 else None
+
+
+def _bold(cell: str, best: str | None) -> str:
+    return f"**{cell}**" if best is not None and cell == best else cell
+
+
+def winner_table(final: StageReport, choice: Any, winners: Sequence[str]) -> str:
+    """The per-class winners of a pass with their post-processing (a `PostprocessChoice`), as a Markdown table."""
+    lines = ["| class | winner | window (frames) | threshold | val F1 % | eval F1 % |", "|---|---|---|---|---|---|"]
+    for c, name in enumerate(CLASSES):
+        ev = final.eval["class_wise"][name]["f_measure"]
+        lines.append(f"| {name} | {winners[c] if winners else '-'} | {choice.median_windows[c]} | "
+                     f"{choice.thresholds[c]:.2f} | {100 * choice.f1[c]:.2f} | {100 * (ev or 0):.2f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,67 @@
+"""The results table (the layout of the README, of a sweep's results.md and of the serial runner's)."""
+
+from __future__ import annotations
+
+from kdsed.constants import CLASSES
+from kdsed.results import StageReport, format_table, short_class_name, variant_label
+
+HEADER = ("| stage | F1 | P | R | Alarm | Blender | Cat | Dishes | Dog | Shaver | Frying | Water | Speech | Vacuum "
+          "| pseudo-label F1 | wall s |")
+
+
+def scores(f1: float, p: float, r: float, first_class_f1: float = 0.0) -> dict:
+    """Event scores in `EventScores.to_json` form: class k has F1 `first_class_f1 + k / 100`."""
+    fpr = {"f_measure": f1, "precision": p, "recall": r}
+    return {"macro": fpr, "micro": fpr,
+            "class_wise": {c: {"f_measure": first_class_f1 + k / 100, "precision": None, "recall": None}
+                           for k, c in enumerate(CLASSES)}}
+
+
+def reports() -> list[StageReport]:
+    variants = {"deep-none": {"val": scores(0.20, 0, 0), "eval": scores(0.11, 0.12, 0.13, 0.5)},
+                "shallow-median+gaussian": {"val": scores(0.25, 0, 0), "eval": scores(0.14, 0.15, 0.16, 0.6)}}
+    return [
+        StageReport("baseline", scores(0.1, 0, 0), scores(0.0578, 0.036, 0.2286), wall_time_s=12.4),
+        StageReport("tagging", scores(0.1, 0, 0), scores(0.0871, 0.0671, 0.1727, 0.1), wall_time_s=221.6,
+                    pseudo={"tagging": {"f_measure": 0.7}}),
+        StageReport("pass 1", scores(0.1, 0, 0), scores(0.0405, None, 0.2059), wall_time_s=85.0,
+                    pseudo=scores(0.0388, 0, 0), winners=["deep"] * 10),
+        StageReport("pass 2", scores(0.3, 0, 0), scores(0.1320, 0.1150, 0.2380, 0.2), wall_time_s=319.2,
+                    pseudo=scores(0.12, 0, 0), winners=["deep-none"] * 10, variants=variants),
+    ]
+
+
+def test_sweep_table_layout_and_values():
+    lines = format_table(reports()).splitlines()
+    assert lines[0] == HEADER
+    assert lines[1] == "|" + "---|" * 16
+    classes = lambda start: " | ".join(f"{start + k:.2f}" for k in range(10))  # noqa: E731
+    assert lines[2:] == [
+        f"| baseline (DCASE 2018 CRNN) | 5.78 | 3.60 | 22.86 | {classes(0)} |  |  |",
+        f"| tagging model (deep, weak labels) | 8.71 | 6.71 | 17.27 | {classes(10)} |  | 222 (with baseline) |",
+        f"| pass 1 | 4.05 | n/a | 20.59 | {classes(0)} | 3.88 | 85 |",
+        f"| pass 2, per-class winners | **13.20** | 11.50 | 23.80 | {classes(20)} | **12.00** | 319 |",
+        # the best single variant is the best on validation (shallow), not on eval
+        f"| pass 2, best single (shallow, median+Gauss) | 14.00 | 15.00 | 16.00 | {classes(60)} |  |  |",
+    ]
+
+
+def test_serial_runner_times_baseline_and_tagging_apart():
+    lines = format_table(reports(), baseline_with_tagging=False).splitlines()
+    assert lines[2].endswith("|  | 12 |") and lines[3].endswith("|  | 222 |")
+    # without a baseline there is nothing to share the tagging time with
+    assert format_table(reports()[1:]).splitlines()[2].endswith("|  | 222 |")
+
+
+def test_no_bold_without_a_comparison_or_above_zero():
+    zero = [StageReport("pass 1", scores(0, 0, 0), scores(0.0, 0.0, 0.0), 1.0, pseudo=scores(0.0, 0, 0)),
+            StageReport("pass 2", scores(0, 0, 0), scores(0.0, 0.0, 0.0), 1.0, pseudo=scores(0.0, 0, 0))]
+    assert "**" not in format_table(zero) and "**" not in format_table(reports()[:1])
+
+
+def test_short_names_and_variant_labels():
+    assert [short_class_name(c) for c in CLASSES] == ["Alarm", "Blender", "Cat", "Dishes", "Dog", "Shaver", "Frying",
+                                                      "Water", "Speech", "Vacuum"]
+    assert variant_label("deep-none") == "deep, no smoothing"
+    assert variant_label("shallow-median") == "shallow, median"
+    assert variant_label("deep") == "deep"

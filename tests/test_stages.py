@@ -1,0 +1,137 @@
+"""The stages written once: plans of units, and `score_stage`, through which both runners make their reports.
+
+The slow tests read the session's `finished_sweep` (conftest.py: a smoke sweep killed in pass 2 and
+resumed) and check that the serial path gives the sweep's stage reports field by field: first from the
+sweep's own trained units (serial search instead of Ray Tune), then from a whole serial run
+(`kdsed.experiment.run_experiment`) that trains everything again in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sweep_runs import sweep_folder
+
+from kdsed import schema, stages
+from kdsed.config import DistillConfig, ExperimentConfig, SweepConfig, VariantSpec, load_yaml
+
+
+def test_units_of_every_stage():
+    cfg = ExperimentConfig(distill=DistillConfig(passes=3, variants=(VariantSpec("deep", "none"),
+                                                                     VariantSpec("shallow", "median"))))
+    assert [(u.name, u.targets, u.model.name) for u in stages.first_units(cfg)] == [
+        ("baseline", "weak", "baseline"), ("tagging", "weak", "deep")]
+    no_baseline = replace(cfg, distill=replace(cfg.distill, run_baseline=False))
+    assert [u.name for u in stages.first_units(no_baseline)] == ["tagging"]
+    [first] = stages.pass_units(cfg, 1)
+    assert (first.name, first.targets, first.train) == ("pass-1/deep", "pseudo-weak", cfg.tagging_train)
+    assert [(u.name, u.stage, u.variant, u.folder_name, u.model.name, u.smoothing, u.train == cfg.train)
+            for u in stages.pass_units(cfg, 3)] == [
+        ("pass-3/deep-none", "pass-3", "deep-none", "pass-3__deep-none", "deep", "none", True),
+        ("pass-3/shallow-median", "pass-3", "shallow-median", "pass-3__shallow-median", "shallow", "median", True)]
+
+
+def test_a_unit_without_the_labels_it_trains_on_is_refused():
+    cfg = ExperimentConfig()
+    with pytest.raises(ValueError, match="pass-1/deep: pass 1 trains on the pseudo-weak labels"):
+        stages.training_set(stages.pass_units(cfg, 1)[0], None, cfg.distill)
+    with pytest.raises(ValueError, match="pass-2/deep-none: a variant trains on the previous pass's"):
+        stages.training_set(stages.pass_units(cfg, 2)[0], None, cfg.distill)
+
+
+# ---- on the finished smoke sweep -------------------------------------------------------------------
+
+
+def sweep_setup(finished_sweep) -> tuple[SweepConfig, Path]:
+    """The fixture sweep's config and its folder in the storage."""
+    tmp, _, final = finished_sweep
+    return load_yaml(SweepConfig, tmp / "sweep.yaml"), sweep_folder(tmp, final["sweep_id"])
+
+
+def saved_stage(folder: Path, stage: str) -> dict:
+    """A stage as the sweep saved it, without its wall time."""
+    saved = json.loads((folder.parents[1] / schema.stage_path(folder.name, stage)).read_text())
+    saved["report"].pop("wall_time_s")
+    return saved
+
+
+def comparable(outcome: stages.StageOutcome) -> dict:
+    report = asdict(outcome.report)
+    report.pop("wall_time_s")
+    return {"report": report, "choice": outcome.choice.to_dict(), "winners": outcome.winners}
+
+
+@pytest.mark.slow
+def test_score_stage_on_the_sweeps_units_gives_the_sweeps_reports(finished_sweep):
+    """The sweep's trained units, scored again by the serial path (whole-grid search, no Ray Tune)."""
+    from kdsed import distill
+    from kdsed.prepare import prepare_data
+    from kdsed.sweep.storage import Storage
+    from kdsed.sweep.units import read_unit
+
+    cfg, folder = sweep_setup(finished_sweep)
+    data = prepare_data(cfg.data, cfg.features, progress=False)
+    storage = Storage(str(folder.parents[1]))
+    sweep_id = folder.name
+
+    def score(stage: str, specs: list, **kw) -> stages.StageOutcome:
+        units = {s.variant: distill.TrainedUnit(s.name, *_stored(s)) for s in specs}
+        return stages.score_stage(stage, units, stages.search_choices(units, data, cfg.postprocess), data, **kw)
+
+    def _stored(spec):
+        unit = read_unit(storage, schema.unit_folder(sweep_id, spec.name), spec.train)
+        return unit.result, unit.outputs
+
+    baseline, tagging = stages.first_units(cfg)
+    tagger_outputs = _stored(tagging)[1]
+    pseudo_weak = distill.pseudo_weak_targets(data, tagger_outputs.train_clip, cfg.distill)
+    outcomes = [score(schema.BASELINE, [baseline]), score(schema.TAGGING, [tagging], pseudo_weak=pseudo_weak),
+                *(score(schema.pass_stage(k), stages.pass_units(cfg, k)) for k in range(1, cfg.distill.passes + 1))]
+    for outcome in outcomes:
+        assert comparable(outcome) == saved_stage(folder, outcome.stage), outcome.stage
+    # What the sweep hands from pass to pass: the pseudo-labels in its Parquet files are the merged outputs.
+    from kdsed.pseudolabels import read_pseudo_labels
+
+    for outcome in outcomes[2:]:
+        written = read_pseudo_labels(folder / schema.pseudo_labels_file(outcome.stage),
+                                     frames=data.train.features.shape[1], order=data.train.filenames)
+        expected = outcome.pseudo_labels(data, sweep_id=sweep_id)
+        np.testing.assert_array_equal(written.probs, expected.probs)
+        assert {k: v for k, v in written.meta.items() if k not in ("schema_version", "classes")} == \
+            json.loads(json.dumps(expected.meta))
+    assert outcomes[1].report.pseudo is None or set(outcomes[1].report.pseudo) == {schema.TAGGING}
+
+
+@pytest.mark.slow
+def test_serial_runner_gives_the_sweeps_reports(finished_sweep, tmp_path):
+    """`run_experiment` trains every unit again in this process: the same reports, choices and pseudo-labels."""
+    import torch
+
+    from kdsed.experiment import run_experiment
+    from kdsed.pseudolabels import read_pseudo_labels
+
+    cfg, folder = sweep_setup(finished_sweep)
+    # The sweep's units trained with as many threads as there are CPUs (one unit at a time: `sweep_config`).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        reports = run_experiment(cfg, tmp_path / "serial")
+    finally:
+        torch.set_num_threads(threads)
+    expected = [saved_stage(folder, s)["report"] for s in schema.expected_stages(cfg.distill.passes, True)]
+    got = [{k: v for k, v in asdict(r).items() if k != "wall_time_s"} for r in reports]
+    assert [r["stage"] for r in got] == ["baseline", "tagging", "pass 1", "pass 2"]
+    for mine, theirs in zip(got, expected):
+        assert mine == theirs, mine["stage"]
+    for k in range(1, cfg.distill.passes + 1):
+        stage = schema.pass_stage(k)
+        serial = read_pseudo_labels(tmp_path / "serial" / schema.pseudo_labels_file(stage))
+        sweep = read_pseudo_labels(folder / schema.pseudo_labels_file(stage))
+        assert serial.filenames == sweep.filenames
+        np.testing.assert_array_equal(serial.probs, sweep.probs)
+        assert serial.meta == {key: v for key, v in sweep.meta.items() if key != "sweep_id"}
