@@ -83,12 +83,24 @@ def clip_filename(seed: int, subset: str, index: int) -> str:
 
 @lru_cache(maxsize=16)
 def real_order(seed: int, subset: str) -> tuple[str, ...]:
-    """The real clips of `subset` (weak, test or eval) in the order seed `seed` takes them."""
+    """The real clips of `subset` (weak, test or eval) in the order seed `seed` takes them.
+
+    A seeded shuffle, in which the clips that first bring each class come first: any preset with at
+    least 10 clips of the subset (`smoke` too) has every class in it.
+    """
     real = real_metadata()
-    names = list(real.weak_tags if subset == WEAK else real.strong[subset])
+    labels = real.weak_tags if subset == WEAK else {n: {e.label for e in ev} for n, ev in real.strong[subset].items()}
+    names = list(labels)
     order = np.random.default_rng([GENERATOR_VERSION, seed, SUBSETS.index(subset), 0, _ORDER_STREAM]).permutation(
         len(names))
-    return tuple(names[i] for i in order)
+    shuffled = [names[i] for i in order]
+    first, covered = [], set()
+    for name in shuffled:
+        if not covered.issuperset(labels[name]):
+            first.append(name)
+            covered.update(labels[name])
+    chosen = set(first)
+    return tuple(first + [name for name in shuffled if name not in chosen])
 
 
 @lru_cache(maxsize=1)
