@@ -22,6 +22,8 @@ from kdsed.data.dsp import (
 Unit = tuple[float, np.ndarray]
 Render = Callable[[Rng, int, float], list[Unit]]
 MIN_UNIT_S = 0.25
+#: Gaps between the units that fill one annotated span: under the 150 ms that would split the event.
+FILL_GAP_S = (0.01, 0.1)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,40 @@ def series(rng: Rng, sr: int, total_s: float, make_unit: Callable[[Rng], np.ndar
         units.append((t, x))
         t += x.size / sr + rng.uniform(*gap_s)
     return units
+
+
+def fill_span(rng: Rng, family: Family, sr: int, duration_s: float) -> np.ndarray:
+    """An occurrence of `family` that sounds over all of `duration_s`: its units back to back, gaps < 150 ms.
+
+    Long families render the span as one unit (at least their shortest length, then its middle); short ones
+    chain units (barks, utterances, clink groups) until the span is full, the last one cut with a
+    short fade at the span's end.
+    """
+    n = samples(duration_s, sr)
+    out = np.zeros(n, dtype=F32)
+    shortest_s = family.duration_s[0] if family.long else MIN_UNIT_S  # long renderers need their minimum length
+    pos = 0
+    while pos < n:
+        for _, x in family.render(rng, sr, max((n - pos) / sr, shortest_s)):
+            x = _without_silent_tail(x, sr)
+            if family.long and x.size > n - pos:  # rendered longer than the span: its middle, not its fade-in
+                x = x[(x.size - (n - pos)) // 2:]
+            place(out, x, pos)
+            pos += x.size + samples(rng.uniform(*FILL_GAP_S), sr)
+            if pos >= n:
+                break
+    return out * fade(n, sr, 0.002, 0.01)
+
+
+def _without_silent_tail(x: np.ndarray, sr: int, floor_db: float = -40.0) -> np.ndarray:
+    """`x` up to its last 10 ms frame within `floor_db` of its loudest (a clink's inaudible decay dropped)."""
+    hop = samples(0.01, sr)
+    frames = x[: x.size // hop * hop].reshape(-1, hop)
+    if not len(frames):
+        return x
+    level = np.sqrt(np.mean(np.square(frames), axis=1))
+    loud = np.flatnonzero(level >= level.max() * 10 ** (floor_db / 20))
+    return x[: (loud[-1] + 1) * hop] if len(loud) else x
 
 
 def _bump(t: np.ndarray, peak: float) -> np.ndarray:

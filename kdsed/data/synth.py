@@ -2,9 +2,15 @@
 
 `python -m kdsed.data.synth --out DIR --preset smoke|mini|full --seed N`
 
-Each clip is rendered from its own RNG, seeded by (seed, subset, index), so a clip's bytes do not
-depend on the preset, the number of workers or the order of work; smaller presets are prefixes of
-larger ones. Hidden strong labels of the training subsets are written beside their metadata
+The label structure is the real one (`kdsed.data.structure`): `test` and `eval` clips are real
+clips of the bundled DCASE 2018 annotations, with their names and exactly their events; weak clips
+are real weak clips with their tags, their event timings copied from real `test` layouts. The
+sounds, backgrounds and levels are synthetic.
+
+Each clip is rendered from its own RNG, seeded by (seed, subset, index), and the real clips of a
+subset are taken in an order seeded by (seed, subset), so a clip's bytes do not depend on the
+preset, the number of workers or the order of work; smaller presets are prefixes of larger ones.
+Hidden strong labels of the training subsets are written beside their metadata
 (`metadata/train/<subset>_strong.tsv`) for analysis only. `synth.json` is written last and marks a
 complete set.
 """
@@ -12,8 +18,6 @@ complete set.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import os
 import shutil
@@ -21,10 +25,12 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import soundfile as sf
@@ -34,15 +40,20 @@ from kdsed.constants import (
     CLASS_INDEX, EVAL, SUBSETS, TEST, TRAIN_SUBSETS, UNLABEL_IN_DOMAIN, UNLABEL_OUT_OF_DOMAIN, WEAK,
 )
 from kdsed.data.layout import HIDDEN_SUFFIX, LAYOUTS, write_clip_list, write_weak_csv
+from kdsed.data.real_metadata import class_layouts, named_duration_s, real_metadata
 from kdsed.data.scenes import Scene, SceneConfig, SceneKind, render_scene
-from kdsed.events import Event, write_strong_tsv
+from kdsed.data.structure import ClipPlan, real_clip_plan, synthetic_filename, tagged_plan
+from kdsed.events import Event, MetadataError, write_strong_tsv
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = "synth.json"
 PARTIAL_MARKER = "synth.partial.json"
 SUBSET_KIND: dict[str, SceneKind] = {
     WEAK: "weak", UNLABEL_IN_DOMAIN: "in_domain", UNLABEL_OUT_OF_DOMAIN: "out_of_domain", TEST: "strong", EVAL: "strong",
 }
+#: Subsets made of real clips (names, lengths and labels of the bundled DCASE 2018 metadata).
+REAL_SUBSETS = (WEAK, TEST, EVAL)
+_PLAN_STREAM, _ORDER_STREAM = 1, 2  # RNG streams beside a clip's sound stream
 
 
 @dataclass(frozen=True)
@@ -55,28 +66,75 @@ class SynthPreset:
 
 PRESETS: dict[str, SynthPreset] = {
     "smoke": SynthPreset({WEAK: 24, UNLABEL_IN_DOMAIN: 24, UNLABEL_OUT_OF_DOMAIN: 16, TEST: 16, EVAL: 16}),
-    "mini": SynthPreset({WEAK: 240, UNLABEL_IN_DOMAIN: 480, UNLABEL_OUT_OF_DOMAIN: 240, TEST: 160, EVAL: 160}),
+    "mini": SynthPreset({WEAK: 240, UNLABEL_IN_DOMAIN: 480, UNLABEL_OUT_OF_DOMAIN: 240, TEST: 288, EVAL: 880}),
     "full": SynthPreset({WEAK: 1578, UNLABEL_IN_DOMAIN: 14412, UNLABEL_OUT_OF_DOMAIN: 39999, TEST: 288, EVAL: 880}),
 }
 
 
-def clip_rng(seed: int, subset: str, index: int) -> np.random.Generator:
-    """The RNG of clip `index` of `subset` (independent of every other clip)."""
-    return np.random.default_rng([GENERATOR_VERSION, seed, SUBSETS.index(subset), index])
+def clip_rng(seed: int, subset: str, index: int, stream: int = 0) -> np.random.Generator:
+    """The RNG of clip `index` of `subset` (independent of every other clip); stream 0 draws its sound."""
+    return np.random.default_rng([GENERATOR_VERSION, seed, SUBSETS.index(subset), index, stream])
 
 
 def clip_filename(seed: int, subset: str, index: int) -> str:
-    """A YouTube-like clip name, e.g. `YAbC-12_xYz9_30.000_40.000.wav`, unique per (seed, subset, index)."""
-    digest = hashlib.blake2b(f"kdsed-synth:{seed}:{subset}:{index}".encode(), digest_size=12).digest()
-    video_id = base64.urlsafe_b64encode(digest).decode()[:11]
-    start = digest[-1] * 2 % 290
-    return f"Y{video_id}_{start:.3f}_{start + 10:.3f}.wav"
+    """A YouTube-like name for a clip that is not a real one, unique per (seed, subset, index)."""
+    return synthetic_filename(f"{seed}:{subset}:{index}")
+
+
+@lru_cache(maxsize=16)
+def real_order(seed: int, subset: str) -> tuple[str, ...]:
+    """The real clips of `subset` (weak, test or eval) in the order seed `seed` takes them.
+
+    A seeded shuffle, in which the clips that first bring each class come first: any preset with at
+    least 10 clips of the subset (`smoke` too) has every class in it.
+    """
+    real = real_metadata()
+    labels = real.weak_tags if subset == WEAK else {n: {e.label for e in ev} for n, ev in real.strong[subset].items()}
+    names = list(labels)
+    order = np.random.default_rng([GENERATOR_VERSION, seed, SUBSETS.index(subset), 0, _ORDER_STREAM]).permutation(
+        len(names))
+    shuffled = [names[i] for i in order]
+    first, covered = [], set()
+    for name in shuffled:
+        if not covered.issuperset(labels[name]):
+            first.append(name)
+            covered.update(labels[name])
+    chosen = set(first)
+    return tuple(first + [name for name in shuffled if name not in chosen])
+
+
+@lru_cache(maxsize=1)
+def _test_layouts() -> dict[str, list[tuple[Event, ...]]]:
+    return class_layouts(real_metadata().strong[TEST])
+
+
+def plan_clip(seed: int, subset: str, index: int, scene: SceneConfig = SceneConfig()) -> ClipPlan:
+    """Name, length and target events of clip `index` of `subset` (pure: same arguments, same plan)."""
+    rng = clip_rng(seed, subset, index, _PLAN_STREAM)
+    real = real_metadata()
+    if subset in (TEST, EVAL):
+        name = real_order(seed, subset)[index]
+        return real_clip_plan(name, real.strong[subset][name])
+    if subset == WEAK:
+        name = real_order(seed, subset)[index]
+        return tagged_plan(rng, name, named_duration_s(name), real.weak_tags[name], _test_layouts())
+    name = clip_filename(seed, subset, index)
+    if subset == UNLABEL_OUT_OF_DOMAIN:
+        return ClipPlan(name, scene.clip_duration_s, None)
+    combos = list(real.weak_tags.values())
+    tags = () if rng.random() < scene.p_empty_in_domain else combos[rng.integers(len(combos))]
+    return tagged_plan(rng, name, scene.clip_duration_s, tags, _test_layouts())
 
 
 def render_clip(seed: int, subset: str, index: int, scene: SceneConfig = SceneConfig(), *,
                 keep_tracks: bool = False) -> Scene:
     """Render clip `index` of `subset` (pure: same arguments, same samples)."""
-    return render_scene(clip_rng(seed, subset, index), scene, SUBSET_KIND[subset], keep_tracks=keep_tracks)
+    return _render(seed, subset, index, plan_clip(seed, subset, index, scene), scene, keep_tracks)
+
+
+def _render(seed: int, subset: str, index: int, plan: ClipPlan, scene: SceneConfig, keep_tracks: bool) -> Scene:
+    cfg = replace(scene, clip_duration_s=plan.duration_s)
+    return render_scene(clip_rng(seed, subset, index), cfg, SUBSET_KIND[subset], plan.events, keep_tracks=keep_tracks)
 
 
 def audio_dir(root: Path, subset: str) -> Path:
@@ -86,16 +144,18 @@ def audio_dir(root: Path, subset: str) -> Path:
 
 def _render_job(job: tuple[str, int, int, str, SceneConfig]) -> tuple[str, str, tuple[Event, ...]]:
     root, seed, index, subset, scene = job
-    filename = clip_filename(seed, subset, index)
-    clip = render_clip(seed, subset, index, scene)
-    sf.write(audio_dir(Path(root), subset) / filename, clip.audio, scene.sample_rate, subtype="PCM_16", format="WAV")
-    return subset, filename, clip.events
+    plan = plan_clip(seed, subset, index, scene)
+    clip = _render(seed, subset, index, plan, scene, False)
+    sf.write(audio_dir(Path(root), subset) / plan.filename, clip.audio, scene.sample_rate, subtype="PCM_16",
+             format="WAV")
+    return subset, plan.filename, clip.events
 
 
 def _marker(preset: str, seed: int) -> dict:
     counts = PRESETS[preset].counts
     return {"generator": "kdsed.data.synth", "version": GENERATOR_VERSION, "preset": preset, "seed": seed,
-            "counts": {s: counts[s] for s in SUBSETS}, "scene": asdict(PRESETS[preset].scene)}
+            "counts": {s: counts[s] for s in SUBSETS}, "scene": asdict(PRESETS[preset].scene),
+            "label_structure": "real DCASE 2018 Task 4 metadata (kdsed/data/dcase2018)"}
 
 
 def is_complete(root: Path | str, preset: str, seed: int) -> bool:
@@ -127,9 +187,10 @@ def _prepare(root: Path) -> None:
 def generate(out: Path | str, preset: str = "mini", seed: int = 0, *, progress: bool = True,
              workers: int | None = None) -> Path:
     """Generate the synthetic set `preset` with `seed` under `out` (skipped if already complete); returns the root."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    check_arguments(preset, seed, workers)
     root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root}: is a file, not a folder; choose another --out")
     if is_complete(root, preset, seed):
         _say(progress, f"{root}: complete synthetic set (preset {preset}, seed {seed}) already there; nothing to do")
         return root
@@ -143,6 +204,22 @@ def generate(out: Path | str, preset: str = "mini", seed: int = 0, *, progress: 
     write_text_atomic(root / MARKER, json.dumps(_marker(preset, seed), indent=2))
     (root / PARTIAL_MARKER).unlink()
     return root
+
+
+def check_arguments(preset: str, seed: int, workers: int | None = None) -> None:
+    """Refuse a bad preset, seed or worker count (ValueError naming the option) before anything is written."""
+    if preset not in PRESETS:
+        raise ValueError(f"--preset {preset!r}: unknown preset; expected one of {', '.join(PRESETS)}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"--seed {seed!r}: expected an integer >= 0")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"--workers {workers!r}: expected an integer >= 1")
+    real = real_metadata()
+    sizes = {WEAK: len(real.weak_tags), TEST: len(real.strong[TEST]), EVAL: len(real.strong[EVAL])}
+    for subset in REAL_SUBSETS:
+        if PRESETS[preset].counts[subset] > sizes[subset]:
+            raise ValueError(f"preset {preset!r}: {PRESETS[preset].counts[subset]} {subset} clips asked, "
+                             f"the real metadata has {sizes[subset]}")
 
 
 def _run_jobs(jobs: list, workers: int | None, progress: bool) -> list[tuple[str, str, tuple[Event, ...]]]:
@@ -192,20 +269,31 @@ def _say(enabled: bool, message: str) -> None:
         print(f"[kdsed.data.synth] {message}", file=sys.stderr, flush=True)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: generate a synthetic set."""
-    parser = argparse.ArgumentParser(prog="python -m kdsed.data.synth", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m kdsed.data.synth", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="folder to write the set into")
     parser.add_argument("--preset", default="mini", choices=sorted(PRESETS), help="size of the set (default: mini)")
-    parser.add_argument("--seed", default=0, type=int, help="random seed (default: 0)")
+    parser.add_argument("--seed", default=0, type=int, help="random seed, an integer >= 0 (default: 0)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
+        check_arguments(args.preset, args.seed, args.workers)
         generate(args.out, args.preset, args.seed, progress=not args.quiet, workers=args.workers)
-    except (FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (OSError, MetadataError) as e:  # a foreign or unwritable --out, a full disk: one line, no traceback
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # check_arguments: a bad option
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{s} {n}" for s, n in PRESETS[args.preset].counts.items())
     print(f"synthetic set {args.preset} (seed {args.seed}) at {args.out}: {counts}; "
