@@ -73,7 +73,8 @@ def format_table(reports: list[StageReport], *, baseline_with_tagging: bool = Tr
     Each pass with several variants has two rows: its per-class winners and its best single variant.
     `baseline_with_tagging`: the two were trained together (the sweep), so the baseline's row has no
     wall time and the tagging row's (which then covers both) says so; the serial runner passes False.
-    The best macro F1 of the stage rows and the best pseudo-label F1 are in bold.
+    The best macro F1 of the stage rows and the best pseudo-label F1 are in bold; a macro F1 is followed
+    by its 95 % bootstrap interval over the eval clips where the scores carry one.
     """
     stages = {r.stage for r in reports}
     baseline, tagging = schema.stage_title(schema.BASELINE), schema.stage_title(schema.TAGGING)
@@ -92,15 +93,24 @@ def format_table(reports: list[StageReport], *, baseline_with_tagging: bool = Tr
                          r.variants[r.best_single]["eval"], None, "", False))
     best_f1 = _best([percent(ev["macro"]["f_measure"]) for _, ev, _, _, main in rows if main])
     best_pseudo = _best([percent(p) for _, _, p, _, _ in rows if p is not None])
-    head = ["stage", "F1", "P", "R", *(short_class_name(c) for c in CLASSES), "pseudo-label F1", "wall s"]
+    head = ["stage", "F1 [95 % CI]", "P", "R", *(short_class_name(c) for c in CLASSES), "pseudo-label F1", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, ev, pseudo, wall, main in rows:
         f1, p, r = (percent(ev["macro"][k]) for k in ("f_measure", "precision", "recall"))
         pseudo_cell = "" if pseudo is None else percent(pseudo)
-        cells = [label, _bold(f1, best_f1 if main else None), p, r,
+        cells = [label, _bold(f1, best_f1 if main else None) + _interval_cell(ev), p, r,
                  *(percent(ev["class_wise"][c]["f_measure"]) for c in CLASSES), _bold(pseudo_cell, best_pseudo), wall]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _interval_cell(scores: dict[str, Any]) -> str:
+    """" [low, high]" of the macro F1's bootstrap interval, in %, when the scores carry one."""
+    interval = scores.get(schema.MACRO_INTERVAL)
+    if not interval or None in interval["f_measure"]:
+        return ""
+    low, high = interval["f_measure"]
+    return f" [{percent(low)}, {percent(high)}]"
 
 
 def _best(cells: list[str]) -> str | None:

@@ -144,6 +144,10 @@ VAL, EVAL, PSEUDO = "val", "eval", "pseudo"
 #: (`EventScores.to_json` key, metric word): `val_f1_macro`, `eval_precision_Dog`, ...
 _STATS = (("f_measure", "f1"), ("precision", "precision"), ("recall", "recall"))
 _AVERAGES = ("macro", "micro")
+#: The bootstrap interval of the macro F1 in a scores dict (`{"f_measure": [low, high], "level": ...}`),
+#: logged as `{prefix}_f1_macro_ci_low` / `_ci_high`.
+MACRO_INTERVAL = "macro_interval"
+_CI_BOUNDS = ("ci_low", "ci_high")
 WALL_TIME = "wall_time_s"
 BEST_EPOCH = "best_epoch"
 TRAIN_CLIPS_PER_S = "train_clips_per_s"
@@ -168,6 +172,11 @@ def score_metrics(prefix: str, scores: Any) -> dict[str, float]:
             value = js["class_wise"][of][stat] if of in CLASSES else js[of][stat]
             if value is not None:
                 out[score_metric(prefix, stat, of)] = float(value)
+    interval = js.get(MACRO_INTERVAL)
+    if interval is not None:
+        for bound, value in zip(_CI_BOUNDS, interval["f_measure"]):
+            if value is not None:
+                out[f"{score_metric(prefix, 'f_measure', 'macro')}_{bound}"] = float(value)
     return out
 
 
@@ -176,7 +185,11 @@ def scores_from_metrics(metrics: Mapping[str, float], prefix: str) -> dict[str, 
     def fpr(of: str) -> dict[str, float | None]:
         return {stat: metrics.get(score_metric(prefix, stat, of)) for stat, _ in _STATS}
 
-    return {**{a: fpr(a) for a in _AVERAGES}, "class_wise": {c: fpr(c) for c in CLASSES}}
+    scores = {**{a: fpr(a) for a in _AVERAGES}, "class_wise": {c: fpr(c) for c in CLASSES}}
+    bounds = [metrics.get(f"{score_metric(prefix, 'f_measure', 'macro')}_{b}") for b in _CI_BOUNDS]
+    if any(b is not None for b in bounds):
+        scores[MACRO_INTERVAL] = {"f_measure": bounds}
+    return scores
 
 
 def has_scores(metrics: Mapping[str, float], prefix: str) -> bool:

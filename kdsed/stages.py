@@ -134,11 +134,13 @@ def score_stage(stage: str, units: Mapping[str, TrainedUnit], choices: Mapping[s
     winners = list(distill.select_per_class({v: o.scored.choice.f1 for v, o in scored.items()}))
     merged, choice = distill.combine_winners(scored, winners)
     is_pass = schema.pass_index(stage) is not None
-    val, ev = distill.score_with(data, merged.test, choice, TEST), distill.score_with(data, merged.eval, choice, EVAL)
-    report = StageReport(schema.stage_title(stage), val.to_json(), ev.to_json(), wall_time_s=0.0,
+    val = distill.score_with(data, merged.test, choice, TEST)
+    ev = distill.score_with_interval(data, merged.eval, choice, EVAL)
+    report = StageReport(schema.stage_title(stage), val.to_json(), ev, wall_time_s=0.0,
                          pseudo=_pseudo_scores(data, merged.train, choice, pseudo_weak, is_pass),
                          winners=winners if is_pass else None,
-                         variants={v: {"val": o.scored.val.to_json(), "eval": o.scored.eval.to_json()}
+                         variants={v: {"val": o.scored.val.to_json(),
+                                       "eval": distill.score_with_interval(data, o.outputs.eval, o.scored.choice, EVAL)}
                                    for v, o in scored.items()} if len(scored) > 1 else {})
     if started is not None:
         report.wall_time_s = time.perf_counter() - started

@@ -14,7 +14,7 @@ LAYERS = [
     {"schema", "config", "events"},
     {"data", "models", "metrics", "postprocess", "pseudolabels", "features", "evaluate"},
     {"prepare", "search", "plots", "results", "train", "bundle"},
-    {"distill", "predict", "registry"},
+    {"distill", "topline", "baseline_recipe", "predict", "registry"},
     {"stages"},
     {"experiment", "sweep", "report"},
 ]

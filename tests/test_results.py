@@ -5,7 +5,7 @@ from __future__ import annotations
 from kdsed.constants import CLASSES
 from kdsed.results import StageReport, format_table, short_class_name, variant_label
 
-HEADER = ("| stage | F1 | P | R | Alarm | Blender | Cat | Dishes | Dog | Shaver | Frying | Water | Speech | Vacuum "
+HEADER = ("| stage | F1 [95 % CI] | P | R | Alarm | Blender | Cat | Dishes | Dog | Shaver | Frying | Water | Speech | Vacuum "
           "| pseudo-label F1 | wall s |")
 
 
@@ -65,3 +65,26 @@ def test_short_names_and_variant_labels():
     assert variant_label("deep-none") == "deep, no smoothing"
     assert variant_label("shallow-median") == "shallow, median"
     assert variant_label("deep") == "deep"
+
+
+def test_macro_f1_is_followed_by_its_interval_and_the_best_is_still_bold():
+    from kdsed import schema
+
+    with_interval = scores(0.1578, 0.1349, 0.2291)
+    with_interval[schema.MACRO_INTERVAL] = {"f_measure": [0.1321, 0.1805], "level": 0.95}
+    rows = format_table([StageReport("pass 1", scores(0.1, 0, 0), scores(0.05, 0, 0), wall_time_s=1.0),
+                         StageReport("pass 2", scores(0.1, 0, 0), with_interval, wall_time_s=2.0)]).splitlines()
+    assert rows[2].split(" | ")[1] == "5.00"
+    assert rows[3].split(" | ")[1] == "**15.78** [13.21, 18.05]"
+
+
+def test_interval_survives_the_mlflow_metric_round_trip():
+    from kdsed import schema
+
+    js = scores(0.1578, 0.1349, 0.2291)
+    js[schema.MACRO_INTERVAL] = {"f_measure": [0.1321, 0.1805], "level": 0.95, "n_clips": 880}
+    metrics = schema.score_metrics("eval", js)
+    assert metrics["eval_f1_macro_ci_low"] == 0.1321 and metrics["eval_f1_macro_ci_high"] == 0.1805
+    back = schema.scores_from_metrics(metrics, "eval")
+    assert back[schema.MACRO_INTERVAL]["f_measure"] == [0.1321, 0.1805]
+    assert format_table([StageReport("pass 1", js, back, 1.0)]) == format_table([StageReport("pass 1", js, js, 1.0)])
