@@ -26,10 +26,17 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
     import json
     import os
 
-    from sweep_runs import killed_and_resumed_sweep, read_state
+    from support.sweep_runs import killed_and_resumed_sweep, read_state
 
     reuse = os.environ.get("KDSED_REUSE_SWEEP")
     if reuse:
         folder = Path(reuse)
         return folder, json.loads((folder / "state_at_kill.json").read_text()), read_state(folder)
     return killed_and_resumed_sweep(tmp_path_factory.mktemp("sweep"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that reads the session's whole sweep is `slow`, marked or not (the fast lane skips them)."""
+    for item in items:
+        if "finished_sweep" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

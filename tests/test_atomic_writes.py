@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atomic_writer import write_version
+from support.atomic_writer import write_version
 from kdsed.atomic import _HOST, replace_dir_atomic, write_atomic, write_bytes_atomic
 from kdsed.bundle import read_class_bundle
 from kdsed.pseudolabels import read_pseudo_labels
@@ -32,7 +32,7 @@ TARGETS = {"pseudo": ("pass-1.parquet", "pass-1.parquet"), "checkpoint": ("unit"
 
 def _writer(kind: str, target: Path, seed: int) -> subprocess.Popen:
     """`write_version` in a subprocess (to be killed)."""
-    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("atomic_writer.py")), kind, str(target),
+    return subprocess.Popen([sys.executable, str(Path(__file__).parent / "support" / "atomic_writer.py"), kind, str(target),
                              str(seed)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

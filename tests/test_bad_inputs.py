@@ -37,7 +37,7 @@ from kdsed.events import Event, MetadataError, read_strong_tsv, write_strong_tsv
 from kdsed.features import LOG_EPS, FeatureError, load_features
 from kdsed.pseudolabels import PseudoLabelError, PseudoLabels, read_pseudo_labels, write_pseudo_labels
 from kdsed.sweep.preflight import DEADLINE_S, check_sweep
-from test_bundle import TINY, dummy_normalizer, make_class_bundles, tiny_state
+from support.builders import TINY, dummy_normalizer, make_class_bundles, tiny_state
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = FeatureConfig()

@@ -20,42 +20,7 @@ from kdsed.constants import CLASS_INDEX, CLASSES
 from kdsed.features import Normalizer
 from kdsed.models import build_model
 
-TINY = ModelConfig(name="shallow", width=0.125)
-SHARED = ("Cat", "Dog")  # these two classes' winners are one trained model
-FEATURES = FeatureConfig()
-
-
-def tiny_state(seed: int) -> dict[str, torch.Tensor]:
-    """Random weights of the tiny shallow model, seeded."""
-    torch.manual_seed(seed)
-    return build_model(TINY).state_dict()
-
-
-def dummy_normalizer() -> Normalizer:
-    rng = np.random.default_rng(0)
-    return Normalizer(rng.normal(-5, 1, 64).astype(np.float32), rng.uniform(0.5, 2, 64).astype(np.float32))
-
-
-def class_params(class_name: str, pass_index: int = 1) -> dict:
-    """Post-processing and provenance of a dummy winner (distinct per class and pass)."""
-    c = CLASS_INDEX[class_name]
-    return {"median_window": 2 * c + 1 + 2 * (pass_index - 1), "gaussian_sigma": 0.5 * (c % 3),
-            "threshold": round(0.1 + 0.05 * c + 0.01 * (pass_index - 1), 2),
-            "provenance": {"pass": pass_index, "variant": f"shallow-v{c % 3}", "val_f1": 0.3 + 0.01 * c,
-                           "run_id": f"run-{pass_index}-{c}"}}
-
-
-def model_seed(class_name: str, pass_index: int = 1) -> int:
-    return 100 * pass_index + CLASS_INDEX[SHARED[0] if class_name in SHARED else class_name]
-
-
-def make_class_bundles(root: Path, pass_index: int = 1, classes: tuple[str, ...] = CLASSES) -> dict[str, Path]:
-    """One class bundle per class under `root`; SHARED classes get the same weights."""
-    return {name: write_class_bundle(
-        root / name, class_name=name, model_config=TINY, state_dict=tiny_state(model_seed(name, pass_index)),
-        feature_config=FEATURES, normalizer=dummy_normalizer(), **class_params(name, pass_index))
-        for name in classes}
-
+from support.builders import FEATURES, SHARED, TINY, class_params, dummy_normalizer, make_class_bundles, model_seed, tiny_state
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

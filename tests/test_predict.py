@@ -17,7 +17,7 @@ from kdsed.features import FeatureSet, log_mel
 from kdsed.models import build_model
 from kdsed.predict import expand_audio_paths, main, predict_files, predict_probs
 from kdsed.search import apply_postprocessing
-from test_bundle import TINY, make_class_bundles, model_seed, tiny_state
+from support.builders import TINY, make_class_bundles, model_seed, tiny_state
 
 SAMPLE_RATE = 16000
 

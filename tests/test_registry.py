@@ -17,7 +17,7 @@ from kdsed.features import FeatureSet
 from kdsed.models import build_model
 from kdsed.predict import predict_probs
 from kdsed.registry import RegistryError, log_class_bundle, main, pull_bundle, point_aliases, register_class_bundle
-from test_bundle import TINY, class_params, make_class_bundles, model_seed, tiny_state
+from support.builders import TINY, class_params, make_class_bundles, model_seed, tiny_state
 
 os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "1")
 PASS2_CLASSES = ("Dog", "Speech")  # re-registered in pass 2, which becomes their champion

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sweep_runs import store_uri
+from support.sweep_runs import store_uri
 
 from kdsed import schema
 from kdsed.constants import CLASSES

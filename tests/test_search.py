@@ -27,8 +27,8 @@ from kdsed.search import (
     window_ranges,
 )
 
-CFG = FeatureConfig()
-N_FRAMES = CFG.frames_per_clip
+from support.builders import CFG, N_FRAMES, assert_same_choice, random_case
+
 CAT, DOG, SPEECH = CLASS_INDEX["Cat"], CLASS_INDEX["Dog"], CLASS_INDEX["Speech"]
 
 
@@ -73,23 +73,6 @@ def test_tie_prefers_threshold_nearest_half_then_lower():
     grid = PostprocessConfig(median_windows=(5, 3), thresholds=(0.35, 0.45, 0.55, 0.65))
     choice = search_postprocessing(x, reference, files, CFG, grid)
     assert (choice.median_windows[CAT], choice.thresholds[CAT]) == (3, 0.45)
-
-
-def random_case(seed: int, n_clips: int = 12) -> tuple[np.ndarray, dict[str, list[Event]], list[str], np.ndarray]:
-    """Noisy probabilities around random reference events, some clips short (padding frames)."""
-    rng = np.random.default_rng(seed)
-    files = [f"clip{i}.wav" for i in range(n_clips)]
-    n_valid = rng.choice([N_FRAMES, N_FRAMES, 150], size=n_clips)
-    reference, x = {}, np.empty((n_clips, N_FRAMES, NUM_CLASSES))
-    for i, name in enumerate(files):
-        events = []
-        for _ in range(rng.integers(0, 5)):
-            onset = float(rng.uniform(0, 8.5))
-            events.append(Event(round(onset, 3), round(onset + rng.uniform(0.2, 3.0), 3), CLASSES[rng.integers(4)]))
-        reference[name] = events
-        truth = events_to_frame_targets(events, CFG, N_FRAMES)
-        x[i] = np.clip(truth * rng.uniform(0.3, 0.9) + rng.random((N_FRAMES, NUM_CLASSES)) ** 3 * 0.6, 0, 1)
-    return x, reference, files, n_valid
 
 
 @pytest.mark.parametrize(("seed", "smoothing"), [(0, "median"), (1, "median+gaussian"), (2, "median")])
@@ -147,13 +130,6 @@ def test_window_ranges_split_the_grid_into_ascending_contiguous_ranges():
     assert window_ranges((1, 3, 5), 0) == [(1, 3, 5)]
     parts = window_ranges(range(1, 28, 2), 4)
     assert [w for part in parts for w in part] == list(range(1, 28, 2)) and len(parts) == 4
-
-
-def assert_same_choice(merged: PostprocessChoice, whole: PostprocessChoice) -> None:
-    assert merged.median_windows == whole.median_windows
-    assert merged.gaussian_sigmas == whole.gaussian_sigmas and merged.thresholds == whole.thresholds
-    for name in ("f1", "precision", "recall"):
-        np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name), err_msg=name)
 
 
 @pytest.mark.parametrize("seed", range(6))

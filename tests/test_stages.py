@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sweep_runs import sweep_folder
+from support.sweep_runs import sweep_folder
 
 from kdsed import schema, stages
 from kdsed.config import DistillConfig, ExperimentConfig, SweepConfig, VariantSpec, load_yaml

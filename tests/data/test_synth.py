@@ -25,6 +25,7 @@ def _files(root: Path) -> dict[str, bytes]:
     return meta | {str(p.relative_to(root)): p.read_bytes() for p in wavs[::17]}
 
 
+@pytest.mark.slow  # renders the smoke set again in worker processes
 def test_same_seed_same_bytes_whatever_the_workers(smoke_dataset: Path, tmp_path: Path) -> None:
     again = generate(tmp_path / "again", "smoke", 0, progress=False, workers=1)
     first, second = _files(smoke_dataset), _files(again)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ray_cluster import HEAD_RESOURCE, WORKER_RESOURCE, LocalCluster, connected
-from ray_cluster import multinode_cluster  # noqa: F401  (the fixture)
+from support.ray_cluster import HEAD_RESOURCE, WORKER_RESOURCE, LocalCluster, connected
+from support.ray_cluster import multinode_cluster  # noqa: F401  (the fixture)
 
 ray = pytest.importorskip("ray")
 
@@ -98,7 +98,7 @@ def test_smoke_sweep_runs_variants_on_both_nodes(multinode_cluster: LocalCluster
 
     import yaml
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     cfg = yaml.safe_load((repo / "sweeps" / "smoke.yaml").read_text())
     cfg["data"]["workdir"] = str(tmp_path / "work")
     cfg["ray"] = {**cfg.get("ray", {}), "node_resource_prefix": "node_"}

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from kdsed.constants import CLASSES, REGISTERED_MODEL_PREFIX
-from mlflow_ui import capture_ui, find_chromium, mlflow_server
+from support.mlflow_ui import capture_ui, find_chromium, mlflow_server
 
 pytestmark = pytest.mark.slow
 

@@ -176,12 +176,14 @@ SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[Heal
                                                                             HealthCheck.data_too_large])
 
 
+@pytest.mark.slow  # many sed_eval runs; the fast lane keeps the arbitrary-floats parity
 @SETTINGS
 @given(many_clips(min_size=10, max_size=40))
 def test_parity_with_sed_eval_random_clips(case):
     check_parity(*case)
 
 
+@pytest.mark.slow  # many sed_eval runs; the fast lane keeps the arbitrary-floats parity
 @SETTINGS
 @given(many_clips(min_size=10, max_size=30, horizon_ticks=12, max_len_ticks=8))
 def test_parity_with_sed_eval_dense_overlaps(case):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_search import CFG, assert_same_choice, random_case
+from support.builders import CFG, assert_same_choice, random_case
 
 from kdsed.config import PostprocessConfig
 from kdsed.search import search_postprocessing

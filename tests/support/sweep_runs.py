@@ -14,7 +14,7 @@ import yaml
 
 from kdsed import schema
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def sweep_config(tmp: Path) -> Path:

@@ -18,7 +18,7 @@ from kdsed.data.real_metadata import BUNDLED_FILES, BUNDLED_ROOT, class_layouts,
 from kdsed.data.stats import class_stats, rule_alterations
 from kdsed.events import Event, MetadataError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = "KDSED_DCASE2018_METADATA"
 
 #: Events per class of the real files (their README), class order.

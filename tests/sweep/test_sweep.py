@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from sweep_runs import store_uri, sweep_folder
+from support.sweep_runs import store_uri, sweep_folder
 
 from kdsed import schema
 from kdsed.constants import CLASSES

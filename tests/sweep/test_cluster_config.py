@@ -16,7 +16,7 @@ ray = pytest.importorskip("ray")
 # consistency checks. The AWS steps after it (instance-type lookup, IAM, subnets) need AWS.
 from ray.autoscaler._private.util import prepare_config, validate_config  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = ROOT / "cluster.yaml"
 DOCS = ROOT / "docs" / "cluster.md"
 REPO_MOUNT = "/home/ubuntu/kdsed"

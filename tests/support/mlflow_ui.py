@@ -1,9 +1,9 @@
 """Drive the real MLflow UI in headless Chromium against a sweep's tracking store.
 
-Used by `tests/test_browser.py` (against a `smoke` sweep) and, as a script, to take the README's
+Used by `tests/sweep/test_browser.py` (against a `smoke` sweep) and, as a script, to take the README's
 screenshots of a real sweep:
 
-    python tests/mlflow_ui.py --tracking-uri sqlite:///kdsed_runs/mlflow.db --out docs/img
+    python tests/support/mlflow_ui.py --tracking-uri sqlite:///kdsed_runs/mlflow.db --out docs/img
 
 Needs Debian's `chromium` (`apt-get install chromium`) and the `playwright` Python package (the
 `test` extra); Playwright drives the system Chromium, so nothing is downloaded at run time.

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sweep_runs import read_states, start_sweep_cli, store_uri, sweep_config, sweep_folder, wait_sweep
+from support.sweep_runs import read_states, start_sweep_cli, store_uri, sweep_config, sweep_folder, wait_sweep
 
 from kdsed import schema
 from kdsed.constants import CLASSES
