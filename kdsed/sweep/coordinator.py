@@ -30,14 +30,15 @@ import numpy as np
 import ray
 
 from kdsed import distill
-from kdsed.config import SweepConfig, config_digest, dump_yaml
+from kdsed.config import SweepConfig, dump_yaml
 from kdsed.constants import CLASSES, EVAL, TEST
 from kdsed.experiment import StageReport, format_table
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import PseudoLabels, read_pseudo_labels, write_pseudo_labels
 from kdsed.search import PostprocessChoice
 from kdsed.sweep import figures
-from kdsed.sweep.state import SweepState, UnitRecord, open_state
+from kdsed.sweep.interrupts import keep_handlers
+from kdsed.sweep.state import SweepState, UnitRecord, open_state, sweep_key
 from kdsed.sweep.storage import Storage, file_lock
 from kdsed.sweep.tracking import Tracker, score_metrics
 from kdsed.sweep.tuning import tune_postprocessing
@@ -82,7 +83,7 @@ class Coordinator:
         self.unit_runtime_env: dict[str, Any] = {}
 
     def _open_state(self, resume: bool | str) -> SweepState:
-        state = open_state(self.storage, config_digest(self.cfg), self.cfg.distill.passes, resume)
+        state = open_state(self.storage, sweep_key(self.cfg), self.cfg.distill.passes, resume)
         if resume:
             log(f"resuming sweep {state.sweep_id}: {len(state.units)} units and stages {state.stages_done} done")
         return state
@@ -317,7 +318,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | str = False) -> SweepSummary:
     t0 = time.perf_counter()
     coord.data = data = prepare_sweep_data(cfg)
     coord.timings["data"] = time.perf_counter() - t0
-    coord.start_ray()
+    with keep_handlers():  # ray.init replaces the SIGTERM handler (see kdsed.sweep.interrupts)
+        coord.start_ray()
     coord.refs["data"] = ray.put(data)
     if state.parent_run_id is None:
         state.parent_run_id = tr.run("sweep", f"sweep-{state.sweep_id}", None, {"kdsed.stage": "sweep"})

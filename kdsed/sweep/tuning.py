@@ -28,6 +28,7 @@ from kdsed.config import FeatureConfig, PostprocessConfig
 from kdsed.constants import NUM_CLASSES
 from kdsed.events import EventTable
 from kdsed.search import PostprocessChoice, search_postprocessing
+from kdsed.sweep.interrupts import keep_handlers
 
 
 def window_ranges(windows: Sequence[int], n_ranges: int) -> list[tuple[int, ...]]:
@@ -70,7 +71,8 @@ def tune_postprocessing(probs: Mapping[str, np.ndarray], reference: EventTable, 
         tune_config=tune.TuneConfig(reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),
     )
-    results = tuner.fit()
+    with keep_handlers():  # Tune installs signal handlers per search and leaves them (kdsed.sweep.interrupts)
+        results = tuner.fit()
     parts: dict[str, list] = {v: [] for v in probs}
     for result in results:
         if result.error:
