@@ -123,16 +123,15 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
 
 def _check_store_exists(tracking_uri: str) -> None:
     # MLflow would silently create an empty SQLite store for a mistyped path, or add its tables to another database.
-    from kdsed.sweep.preflight import sqlite_store_problem
+    from kdsed.sweep.preflight import read_store_problem
 
     path = _sqlite_path(tracking_uri)
-    if path is not None:
-        if not path.exists():
-            raise RegistryError(f"{path}: no MLflow store at {tracking_uri}; run the sweep first or pass "
-                                "--tracking-uri with the sweep's URI")
-        problem = sqlite_store_problem(path, empty_ok=False)
-        if problem:
-            raise RegistryError(f"--tracking-uri {tracking_uri}: {problem}; expected the sweep's MLflow store")
+    if path is not None and not path.exists():
+        raise RegistryError(f"{path}: no MLflow store at {tracking_uri}; run the sweep first or pass "
+                            "--tracking-uri with the sweep's URI")
+    problem = read_store_problem(tracking_uri)
+    if problem:
+        raise RegistryError(f"--tracking-uri {tracking_uri}: {problem}")
 
 
 def summary_rows(bundle_dir: Path | str) -> list[dict[str, Any]]:

@@ -81,8 +81,8 @@ def open_store(tracking_uri: str):
     if path is not None:
         if not path.is_file():
             raise ReportError(f"no MLflow store at {path} (run `python -m kdsed.sweep` first, or pass --tracking-uri)")
-        if store_problem(path):
-            raise ReportError(f"--tracking-uri {tracking_uri}: {store_problem(path)}")
+    if store_problem(tracking_uri):  # another program's SQLite file, a plain path: MLflow would write or fail
+        raise ReportError(store_problem(tracking_uri))
     return MlflowClient(tracking_uri)
 
 

@@ -33,11 +33,12 @@ def mark_figures(folder: Path) -> None:
     mark_created(folder, "kdsed.report")
 
 
-def store_problem(db: Path) -> str | None:
-    """Why the SQLite file `db` is not an MLflow store (read only; MLflow would add its tables to it)."""
-    from kdsed.sweep.preflight import sqlite_store_problem
+def store_problem(tracking_uri: str) -> str | None:
+    """Why `tracking_uri` is not an MLflow store to read, in one line (None if it may be one); reads only."""
+    from kdsed.sweep.preflight import read_store_problem
 
-    return sqlite_store_problem(db, empty_ok=False)
+    problem = read_store_problem(tracking_uri)
+    return f"--tracking-uri {tracking_uri}: {problem}" if problem else None
 
 
 __all__ = ["REPORT_TITLE", "check_report_outputs", "figures_folder", "mark_figures", "store_problem"]

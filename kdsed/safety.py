@@ -30,12 +30,16 @@ class OutputError(ValueError):
 
 
 def check_output(path: Path | str, *, flag: str, kind: Literal["file", "folder"], inputs: Sequence[Path | str] = (),
-                 force: bool = False, made_by_kdsed: Callable[[Path], bool] | None = None) -> Path:
-    """Refuse `path` as an output (see the module docstring); returns it. `flag` names the option in errors."""
+                 force: bool = False, made_by_kdsed: Callable[[Path], bool] | None = None,
+                 replaced_whole: bool = True) -> Path:
+    """Refuse `path` as an output (see the module docstring); returns it. `flag` names the option in errors.
+
+    `replaced_whole=False`: a folder output that the command writes files into (rather than replacing it).
+    """
     path = Path(path)
     where = f"{flag} {path}"
     resolved = path.resolve()
-    if kind == "folder" and Path.cwd().resolve().is_relative_to(resolved):
+    if kind == "folder" and replaced_whole and Path.cwd().resolve().is_relative_to(resolved):
         raise OutputError(f"{where}: is the working folder or a folder above it, and would be replaced whole; "
                           f"name a new folder, e.g. {flag} winners")
     for given in map(Path, inputs):
@@ -44,15 +48,16 @@ def check_output(path: Path | str, *, flag: str, kind: Literal["file", "folder"]
             raise OutputError(f"{where}: is an input of this command ({given}); choose another output path")
         if resolved.is_relative_to(source) and source.is_dir():
             raise OutputError(f"{where}: lies inside the input folder {given}; choose an output path outside it")
-        if kind == "folder" and source.is_relative_to(resolved):
+        if kind == "folder" and replaced_whole and source.is_relative_to(resolved):
             raise OutputError(f"{where}: holds the input {given} and would be replaced whole; choose another folder")
     if os.path.lexists(path):
-        _check_existing(path, where, kind, force, made_by_kdsed)
+        _check_existing(path, where, kind, force, made_by_kdsed, replaced_whole)
     _check_writable(path, where)
     return path
 
 
-def _check_existing(path: Path, where: str, kind: str, force: bool, made_by_kdsed: Callable[[Path], bool] | None) -> None:
+def _check_existing(path: Path, where: str, kind: str, force: bool, made_by_kdsed: Callable[[Path], bool] | None,
+                    replaced_whole: bool) -> None:
     is_dir = path.is_dir() and not path.is_symlink()
     if kind == "file" and is_dir:
         raise OutputError(f"{where}: is a folder; expected the path of a file to write")
@@ -61,9 +66,10 @@ def _check_existing(path: Path, where: str, kind: str, force: bool, made_by_kdse
     if force or (is_dir and not any(path.iterdir())) or (made_by_kdsed is not None and made_by_kdsed(path)):
         return
     what = "folder" if is_dir else "file"
-    raise OutputError(f"{where}: the {what} exists and kdsed did not write it; it would be replaced"
-                      f"{' with everything in it' if is_dir else ''}: pass --force to replace it, or choose "
-                      "another path")
+    fate = ("files in it would be overwritten" if is_dir and not replaced_whole else
+            f"it would be replaced{' with everything in it' if is_dir else ''}")
+    raise OutputError(f"{where}: the {what} exists and kdsed did not write it; {fate}: pass --force to replace "
+                      f"{'them' if is_dir and not replaced_whole else 'it'}, or choose another path")
 
 
 def _check_writable(path: Path, where: str) -> None:

@@ -201,3 +201,32 @@ def test_absurd_sweep_sizes_need_allow_large() -> None:
     check_sizes(huge, allow_large=True)
     with pytest.raises(ConfigError, match=r"^train\.epochs 10000: more than 500"):
         check_sizes(replace(cfg, train=replace(cfg.train, epochs=10_000)))
+
+
+def test_a_sweep_of_more_than_an_hour_says_so_before_it_starts(tmp_path: Path, monkeypatch, capsys) -> None:
+    import yaml
+
+    import kdsed.sweep.coordinator as coordinator
+    from kdsed.sweep.__main__ import main
+
+    cfg = yaml.safe_load((REPO / "sweeps" / "laptop.yaml").read_text())
+    cfg["data"]["synth_preset"] = "full"  # 55,989 training clips: no data is made before the note
+    cfg["data"]["workdir"] = str(tmp_path / "work")
+    cfg["tracking"] = {"storage": str(tmp_path / "storage"), "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    (tmp_path / "full.yaml").write_text(yaml.safe_dump(cfg))
+
+    def not_here(*args, **kwargs):
+        raise ConfigError("the sweep would start here")
+
+    monkeypatch.setattr(coordinator, "run_sweep", not_here)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert main(["--config", str(tmp_path / "full.yaml")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("kdsed.sweep: note: this sweep may take up to about 12.7 h on this machine's 2 CPU(s) "
+                             "(21 models trained, on up to 55,989 clips each;"), err
+    assert err[1] == "kdsed.sweep: error: the sweep would start here"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.yaml"]
+    cfg["data"]["synth_preset"] = "smoke"
+    (tmp_path / "full.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["--config", str(tmp_path / "full.yaml")]) == 2
+    assert capsys.readouterr().err == "kdsed.sweep: error: the sweep would start here\n"  # short: no note

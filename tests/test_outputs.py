@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from kdsed import evaluate, predict, registry, report
+from kdsed import evaluate, experiment, predict, registry, report
 from kdsed.bundle import MANIFEST_FILE, assemble_bundle, load_bundle
 from kdsed.events import Event, read_strong_tsv, write_strong_tsv
 from kdsed.report_outputs import check_report_outputs, figures_folder, mark_figures
@@ -123,6 +123,15 @@ def test_a_folder_output_is_never_the_working_folder_or_above(out: str, inputs: 
             "is the working folder or a folder above it, and would be replaced whole; name a new folder")
 
 
+def test_the_serial_runner_writes_only_into_a_folder_of_its_own(tmp_path: Path, capsys) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.md").write_text("my results\n")  # a name the runner writes
+    refused(capsys, experiment.main, ["--config", "sweeps/smoke.yaml", "--out", str(mine)], tmp_path,
+            "--out " + str(mine) + ": the folder exists and kdsed did not write it; files in it would be overwritten: "
+            "pass --force to replace them")
+
+
 def test_force_replaces_and_kdsed_replaces_its_own_outputs(inputs: dict, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "winners"
     folder.mkdir()
@@ -209,6 +218,12 @@ def test_a_sqlite_file_of_another_program_is_never_used_as_a_store(tmp_path: Pat
     code, err = run(capsys, report.main, ["--tracking-uri", f"sqlite:///{notes}"])
     assert code == 2 and err == (f"error: --tracking-uri sqlite:///{notes}: {notes} is not a SQLite database "
                                  "(it starts with b'not a da')\n")
+    for main, argv in ((report.main, ["--tracking-uri", str(notes)]),
+                       (registry.main, ["pull", "--out", str(tmp_path / "w"), "--tracking-uri", str(notes)])):
+        code, err = run(capsys, main, argv)  # a plain path: MLflow 3's retired file store (before: a traceback)
+        assert code == 2 and err.count("\n") == 1 and "a plain path names MLflow's retired file store" in err, err
+    with pytest.raises(PreflightError, match=r"did you mean sqlite:///\S+accounts\.db\?"):
+        check_tracking(str(db))
     assert db.read_bytes() == before and not (tmp_path / "w").exists()
 
 

@@ -115,3 +115,31 @@ def test_the_unfinished_sweep_is_preferred_to_a_finished_one(smoke: SweepConfig,
     assert open_state(storage, key, 3, "b").sweep_id == "b"  # by id; reopened for a third pass
     with pytest.raises(FileNotFoundError, match="no sweep zzz in"):
         open_state(storage, key, 2, "zzz")
+
+
+def test_resume_is_checked_at_start_up_without_writing(smoke: SweepConfig, tmp_path: Path) -> None:
+    import sqlite3
+
+    from kdsed.sweep.preflight import PreflightError, check_resume
+
+    storage = Storage(str(tmp_path / "storage"))
+    state = finished(storage, smoke)
+    state.parent_run_id = "run-of-the-sweep"
+    state.save(storage)
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        con.execute("create table runs (run_uuid text)")
+    cfg = replace(smoke, distill=replace(smoke.distill, passes=3),
+                  tracking=replace(smoke.tracking, storage=storage.root_uri, tracking_uri=f"sqlite:///{db}"))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")), db.read_bytes()
+    with pytest.raises(PreflightError, match=r"^--resume: sweep s1's MLflow runs \(parent run run-of-the-sweep\) are "
+                                             r"not in sqlite:///\S+mlflow\.db; resume with the --tracking-uri it was "
+                                             r"started with"):
+        check_resume(cfg, True)
+    with sqlite3.connect(db) as con:
+        con.execute("insert into runs values ('run-of-the-sweep')")
+    check_resume(cfg, True)  # the store moved whole: fine
+    with pytest.raises(FileNotFoundError, match=r"no sweep to resume in \S+nowhere \(the folder does not exist\)"):
+        check_resume(replace(cfg, tracking=replace(cfg.tracking, storage=str(tmp_path / "nowhere"))), True)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before[0]  # nothing created
+    assert SweepState.load(storage, "s1").passes == 2  # nor changed: only the coordinator reopens it

@@ -120,7 +120,36 @@ def check_tracking(uri: str) -> None:
         _reach(lambda: _http_answers(uri), f"{key} {uri!r}: the MLflow tracking server cannot be reached "
                "(start it with `mlflow server`, or pass another --tracking-uri)")
     elif uri.startswith("file:") or ":" not in uri and not uri.startswith("databricks"):
+        problem = file_store_problem(uri)
+        if problem:
+            raise PreflightError(f"{key} {uri!r}: {problem}")
         _check_folder(Path(uri.removeprefix("file://").removeprefix("file:")), key, uri)
+
+
+def file_store_problem(uri: str) -> str | None:
+    """Why a plain path or file: URI cannot be a tracking store: MLflow 3 refuses its file store (unless told)."""
+    if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() == "true":
+        return None
+    path = Path(uri.removeprefix("file://").removeprefix("file:"))
+    hint = (f"; it is a SQLite database: did you mean sqlite:///{path}?" if path.is_file()
+            and path.read_bytes()[:len(SQLITE_MAGIC)] == SQLITE_MAGIC else "")
+    return (f"a plain path names MLflow's retired file store, which MLflow 3 refuses; expected sqlite:///FILE.db or "
+            f"http(s)://HOST{hint}")
+
+
+def read_store_problem(uri: str) -> str | None:
+    """Why `uri` is not an existing MLflow store to read (report, registry pull); None if it may be one.
+
+    Read only: a missing or foreign SQLite file is named, never created or migrated by MLflow.
+    """
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.exists():
+            return f"no MLflow store at {db}"
+        return sqlite_store_problem(db, empty_ok=False)
+    if uri.startswith("file:") or ":" not in uri:
+        return file_store_problem(uri)
+    return None
 
 
 def _check_sqlite(db: Path, key: str, uri: str) -> None:
