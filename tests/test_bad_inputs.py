@@ -37,7 +37,7 @@ from kdsed.events import Event, MetadataError, read_strong_tsv, write_strong_tsv
 from kdsed.features import LOG_EPS, FeatureError, load_features
 from kdsed.pseudolabels import PseudoLabelError, PseudoLabels, read_pseudo_labels, write_pseudo_labels
 from kdsed.sweep.preflight import DEADLINE_S, check_sweep
-from support.builders import TINY, dummy_normalizer, make_class_bundles, tiny_state
+from support.builders import TINY, dummy_normalizer, make_class_bundles, snapshot, tiny_state
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = FeatureConfig()
@@ -46,15 +46,6 @@ SR = CFG.sample_rate
 
 # ---- helpers ------------------------------------------------------------------------------------------
 
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file and folder under `root` (hidden ones included) -> sha256 of its bytes ('dir' for folders)."""
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        for d in dirs:
-            out[os.path.relpath(Path(folder, d), root)] = "dir"
-        for f in files:
-            out[os.path.relpath(Path(folder, f), root)] = hashlib.sha256(Path(folder, f).read_bytes()).hexdigest()
-    return out
 
 
 def rewrite(path: Path, data: bytes | str) -> None:

@@ -22,20 +22,12 @@ from kdsed.events import Event, read_strong_tsv, write_strong_tsv
 from kdsed.report_outputs import check_report_outputs, figures_folder, mark_figures
 from kdsed.safety import OutputError, check_output
 from kdsed.sweep.preflight import PreflightError, check_tracking
-from support.builders import make_class_bundles
+from support.builders import make_class_bundles, snapshot
 from test_registry import Store, store  # noqa: F401  (the registry fixture: a SQLite store with two passes)
 
 Run = Callable[[Path], list[str]]
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        for d in dirs:
-            out[os.path.relpath(Path(folder, d), root)] = "dir"
-        for f in files:
-            out[os.path.relpath(Path(folder, f), root)] = hashlib.sha256(Path(folder, f).read_bytes()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
