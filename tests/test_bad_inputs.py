@@ -7,7 +7,6 @@ subprocess; the rest call the library entry points (and `main()` of predict / ev
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re

@@ -4,7 +4,6 @@ printed one line and no traceback, and that every file under the test folder is 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sqlite3
