@@ -40,11 +40,23 @@ def write_atomic(path: Path | str, fill: Callable[[Path], None]) -> Path:
         fill(tmp)
         _fsync(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise _naming(e, path) from None
     except BaseException:
         _remove(tmp)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _naming(error: OSError, target: Path) -> OSError:
+    """`error`, naming `target` when it names no file (a write on a full disk names none)."""
+    if error.filename is not None or error.errno is None:
+        return error
+    named = OSError(error.errno, error.strerror, str(target))
+    named.__cause__ = error.__cause__
+    return named
 
 
 def write_bytes_atomic(path: Path | str, data: bytes) -> Path:

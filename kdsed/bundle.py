@@ -9,7 +9,11 @@ classes whose winners are the same trained model share one weights file.
 Everything is verified on read (schema, class list, sha256 of every weights
 file) and weights are only ever read with `torch.load(weights_only=True)`, so a
 tampered or malicious bundle is refused without running any of its code.
-Directories are written to a temporary sibling and renamed into place.
+Untrusted sizes are checked before anything is read into memory (docs/limits.md):
+the JSON files' sizes, the model's parameter count (built on the meta device), the
+weights file's size against that model's tensors, and its zip headers (torch.save
+stores every member uncompressed, so a compressed member that would inflate is
+refused unread). Directories are written to a temporary sibling and renamed into place.
 
 Provenance is free-form JSON; `pass`, `variant` and `val_f1` are shown by
 `python -m kdsed.registry pull`, and `val_f1` becomes `PostprocessChoice.f1`.
@@ -22,6 +26,8 @@ import io
 import json
 import math
 import shutil
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,6 +40,8 @@ from kdsed.atomic import replace_dir_atomic
 from kdsed.config import ConfigError, FeatureConfig, ModelConfig, from_dict, to_dict
 from kdsed.constants import CLASSES
 from kdsed.features import Normalizer
+from kdsed.limits import (MAX_BUNDLE_JSON_BYTES, MAX_MODEL_PARAMETERS, MAX_SAMPLE_RATE_HZ, MAX_WEIGHTS_INDEX_BYTES,
+                          WEIGHTS_OVERHEAD_BYTES)
 from kdsed.search import PostprocessChoice
 
 CLASS_BUNDLE_FORMAT = "kdsed-class-bundle"
@@ -158,6 +166,7 @@ def read_class_bundle(directory: Path | str) -> ClassBundle:
     if weights_file != WEIGHTS_FILE:
         raise BundleError(f"{where}: weights_file is {weights_file!r}, expected {WEIGHTS_FILE!r}")
     spec = _class_spec(data, weights_file, where)
+    _check_file_size(directory / weights_file, _MAX_WEIGHTS_BYTES, "a weights file")
     _verify_checksum(directory / weights_file, spec.sha256, where)
     return ClassBundle(directory, spec, _feature_config(data, where), _normalizer(data, where))
 
@@ -206,6 +215,17 @@ def assemble_bundle(class_dirs: Mapping[str, Path | str], out_dir: Path | str) -
     return replace_dir_atomic(Path(out_dir), fill)
 
 
+def is_bundle(directory: Path | str) -> bool:
+    """Whether `directory` holds a kdsed bundle's manifest (so kdsed made it: `registry pull` may replace it)."""
+    path = Path(directory) / MANIFEST_FILE
+    try:
+        if path.stat().st_size > MAX_BUNDLE_JSON_BYTES:
+            return False
+        return json.loads(path.read_text()).get("format") == BUNDLE_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def load_bundle(directory: Path | str) -> Bundle:
     """Read a bundle, verify its manifest and every checksum, and load its models (tensors only)."""
     directory = Path(directory)
@@ -232,42 +252,102 @@ def load_bundle(directory: Path | str) -> Bundle:
     return Bundle(directory, feature_config, normalizer, classes, models)
 
 
-def load_weights(path: Path | str) -> dict[str, torch.Tensor]:
-    """A dict of tensors from `path`, refusing anything else (never unpickles arbitrary objects)."""
+def load_weights(path: Path | str, *, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
+    """A dict of tensors from `path`, refusing anything else (never unpickles arbitrary objects, never inflates).
+
+    `max_bytes`: the most the file may hold (its model's tensors plus headers); default: the largest model's.
+    """
     path = Path(path)
+    check_weights_archive(path, _MAX_WEIGHTS_BYTES if max_bytes is None else max_bytes)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr: the error says enough
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses pickled code with UnpicklingError, torn files with others
-        raise BundleError(f"{path}: not a plain tensor file, refused by torch.load(weights_only=True) "
-                          f"({_load_failure(e)}); expected a dict of tensors written by kdsed") from None
+        raise BundleError(f"{path}: refused by torch.load(weights_only=True): {_load_failure(e)}; expected a "
+                          "dict of tensors written by kdsed") from None
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                             for k, v in obj.items()):
         raise BundleError(f"{path}: expected a dict of str -> tensor, got {type(obj).__name__}")
     return obj
 
 
+#: The largest weights file any model within the bounds can have.
+_MAX_WEIGHTS_BYTES = 4 * MAX_MODEL_PARAMETERS + WEIGHTS_OVERHEAD_BYTES
+
+
+def check_weights_archive(path: Path, max_bytes: int) -> None:
+    """Refuse, from its size and zip headers alone, a weights file that is too big or would inflate when loaded."""
+    size = _check_file_size(path, max_bytes, "its model's tensors and headers")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise BundleError(f"{path}: not a torch weights archive ({e}); expected a file written by torch.save") from None
+    for m in members:
+        if m.compress_type != zipfile.ZIP_STORED or m.file_size != m.compress_size:
+            raise BundleError(f"{path}: member {m.filename} is compressed ({m.compress_size:,} bytes that inflate to "
+                              f"{m.file_size:,}); torch.save stores tensors uncompressed, so the file was made or "
+                              "changed by something else; refused before inflating it")
+        if m.filename.endswith("data.pkl") and m.file_size > MAX_WEIGHTS_INDEX_BYTES:
+            raise BundleError(f"{path}: its tensor index {m.filename} has {m.file_size:,} bytes, more than "
+                              f"{MAX_WEIGHTS_INDEX_BYTES:,} (see docs/limits.md)")
+    if sum(m.file_size for m in members) > size:
+        raise BundleError(f"{path}: its zip members declare {sum(m.file_size for m in members):,} bytes in a file of "
+                          f"{size:,}; refused as crafted")
+
+
+def _check_file_size(path: Path, max_bytes: int, what: str) -> int:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise BundleError(f"{path}: weights file not found") from None
+    if size > max_bytes:
+        raise BundleError(f"{path}: {size:,} bytes, more than the {max_bytes:,} of {what} (see docs/limits.md); "
+                          "refused unread")
+    return size
+
+
 def _load_failure(error: Exception) -> str:
-    """The informative part of torch.load's error (not its advice to load untrusted files unsafely)."""
-    text = str(error)
-    if "WeightsUnpickler error:" in text:
-        rest = [line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines() if line.strip()]
-        if rest:
-            return rest[0].split(" by default")[0].split(". Please")[0]
-    return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else 'no details'}"
+    """What torch.load objected to, without its advice to load untrusted files unsafely."""
+    noise = ("weights only load failed", "weights_only", "trusted source", "please file an issue",
+             "check the documentation", "https://")
+    for line in (x.strip() for x in str(error).splitlines()):
+        if line and not any(n in line.lower() for n in noise):
+            return line.removeprefix("WeightsUnpickler error: ").split(" Please")[0].split(" by default")[0] \
+                .rstrip(".")[:200]
+    return type(error).__name__
 
 
 def _load_model(directory: Path, spec: ClassSpec, n_mels: int) -> nn.Module:
     from kdsed.models import build_model
 
     path = _inside(directory, spec.model_file)
+    tensor_bytes = _model_bytes(spec.model_config, n_mels, str(directory / MANIFEST_FILE))
+    _check_file_size(path, tensor_bytes + WEIGHTS_OVERHEAD_BYTES, f"{spec.model_config.name} model's tensors "
+                     f"({tensor_bytes:,} bytes) and headers")
     _verify_checksum(path, spec.sha256, str(directory / MANIFEST_FILE))
     model = build_model(spec.model_config, n_mels)
     try:
-        model.load_state_dict(load_weights(path))
+        model.load_state_dict(load_weights(path, max_bytes=tensor_bytes + WEIGHTS_OVERHEAD_BYTES))
     except RuntimeError as e:
         raise BundleError(f"{path}: weights do not fit model config {to_dict(spec.model_config)}: "
                           f"{' '.join(line.strip() for line in str(e).splitlines()[:2])[:300]}") from None
     return model.eval()
+
+
+def _model_bytes(cfg: ModelConfig, n_mels: int, where: str) -> int:
+    """Bytes of the tensors of `cfg`'s model, counted on the meta device (nothing allocated); bounded."""
+    from kdsed.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(cfg, n_mels)
+    state = model.state_dict()
+    n = sum(t.numel() for t in state.values())
+    if n > MAX_MODEL_PARAMETERS:
+        raise BundleError(f"{where}: model config {to_dict(cfg)} has {n:,} parameters, more than "
+                          f"{MAX_MODEL_PARAMETERS:,} (see docs/limits.md)")
+    return sum(t.numel() * t.element_size() for t in state.values())
 
 
 def _inside(directory: Path, relative: str) -> Path:
@@ -289,10 +369,13 @@ def _verify_checksum(path: Path, expected: str, where: str) -> None:
 def _read_json(path: Path, expected_format: str) -> dict[str, Any]:
     if not path.is_file():
         raise BundleError(f"{path}: not found; expected a {expected_format} description")
+    if path.stat().st_size > MAX_BUNDLE_JSON_BYTES:
+        raise BundleError(f"{path}: {path.stat().st_size:,} bytes, more than {MAX_BUNDLE_JSON_BYTES:,} "
+                          "(see docs/limits.md); refused unread")
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{path}: not valid JSON ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise BundleError(f"{path}: not valid JSON ({str(e)[:200] or type(e).__name__})") from None
     if not isinstance(data, dict) or data.get("format") != expected_format:
         raise BundleError(f"{path}: format is {data.get('format') if isinstance(data, dict) else None!r}, "
                           f"expected {expected_format!r}")
@@ -331,11 +414,21 @@ def _class_spec(data: Mapping[str, Any], model_file: str | None, where: str) -> 
                      threshold, sha, dict(_get(data, "provenance", dict, where)))
 
 
+#: Feature settings a bundle may ask for: kdsed.predict extracts them from every clip it is given.
+MAX_N_MELS, MAX_N_FFT, MAX_FRAMES_PER_CLIP = 512, 1 << 16, 10_000
+
+
 def _feature_config(data: Mapping[str, Any], where: str) -> FeatureConfig:
     try:
-        return from_dict(FeatureConfig, _get(data, "feature_config", dict, where))
+        fc = from_dict(FeatureConfig, _get(data, "feature_config", dict, where))
     except ConfigError as e:
         raise BundleError(f"{where}: feature_config: {e}") from None
+    if not (fc.n_mels <= MAX_N_MELS and fc.n_fft <= MAX_N_FFT and fc.sample_rate <= MAX_SAMPLE_RATE_HZ
+            and fc.frames_per_clip <= MAX_FRAMES_PER_CLIP and fc.clip_duration_s <= 60):
+        raise BundleError(f"{where}: feature_config {to_dict(fc)} is beyond the bounds (n_mels <= {MAX_N_MELS}, "
+                          f"n_fft <= {MAX_N_FFT}, sample_rate <= {MAX_SAMPLE_RATE_HZ}, <= {MAX_FRAMES_PER_CLIP} "
+                          "frames per clip of <= 60 s; see docs/limits.md)")
+    return fc
 
 
 def _normalizer(data: Mapping[str, Any], where: str) -> Normalizer:
@@ -373,6 +466,6 @@ def _float_or_nan(value: Any) -> float:
 
 __all__ = [
     "BUNDLE_FORMAT", "Bundle", "BundleError", "CLASS_BUNDLE_FORMAT", "CLASS_FILE", "ClassBundle", "ClassSpec",
-    "FORMAT_VERSION", "MANIFEST_FILE", "WEIGHTS_FILE", "assemble_bundle", "load_bundle",
-    "load_weights", "read_class_bundle", "sha256_file", "write_class_bundle",
+    "FORMAT_VERSION", "MANIFEST_FILE", "WEIGHTS_FILE", "assemble_bundle", "check_weights_archive", "is_bundle",
+    "load_bundle", "load_weights", "read_class_bundle", "sha256_file", "write_class_bundle",
 ]

@@ -11,6 +11,8 @@ import dataclasses
 import hashlib
 import json
 import math
+import reprlib
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ import yaml
 from kdsed.atomic import write_text_atomic
 from kdsed.constants import (CLIP_DURATION_S, DEFAULT_STORAGE, DEFAULT_TRACKING_URI, DEFAULT_WORKDIR,
                              MLFLOW_EXPERIMENT, Seconds)
+from kdsed.limits import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_CONFIG_NODES
 
 T = TypeVar("T")
 
@@ -134,6 +137,7 @@ class TrainConfig:
         _require(self.weak_loss_weight >= 0 and self.strong_loss_weight >= 0, "weak_loss_weight",
                  "loss weights must be >= 0")
         _require(self.num_threads >= 0, "num_threads", "must be >= 0 (0 = torch default)")
+        _require_seed(self.seed, "seed")
 
 
 Smoothing = typing.Literal["none", "median", "median+gaussian"]
@@ -167,6 +171,7 @@ class DataConfig:
 
     def validate(self) -> None:
         _require(self.max_unlabeled_per_subset >= 0, "max_unlabeled_per_subset", "must be >= 0")
+        _require_seed(self.synth_seed, "synth_seed")
 
 
 @dataclass(frozen=True)
@@ -259,10 +264,65 @@ def _require(ok: bool, key: str, what: str) -> None:
         raise ConfigError(f"{key}: {what}")
 
 
+#: Seeds are numpy / torch seeds: 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+
+def _require_seed(seed: int, key: str) -> None:
+    _require(0 <= seed <= MAX_SEED, key, f"{seed} is not a seed; expected an integer from 0 to {MAX_SEED}")
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 6, 6, 6, 80, 80
+
+
+def short_repr(value: Any) -> str:
+    """`repr(value)` cut to a few items and levels (an error message stays one short line for any input)."""
+    return _SHORT.repr(value)
+
+
 def config_digest(cfg: Any) -> str:
     """A short stable hash of a config (for cache keys)."""
     payload = json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
+
+
+#: Config keys that do not change what a sweep computes: where its files go, how Ray runs it, how many
+#: passes it is asked for (more passes continue it), which data folder holds the clips (the data is
+#: identified by its metadata instead) and where its work files and feature cache live.
+NOT_RESULTS: tuple[str, ...] = (
+    "tracking", "ray", "distill.passes", "data.root", "data.workdir",
+    "train.device", "train.num_threads", "tagging_train.device", "tagging_train.num_threads",
+)
+
+
+def results_config(cfg: "SweepConfig", *, data_fingerprint: str | None = None) -> dict[str, Any]:
+    """What defines a sweep's results, as flat `section.key -> value`: the config less NOT_RESULTS, plus the data.
+
+    `data_fingerprint` identifies a data folder by its metadata (None: the synthetic set, fixed by its
+    preset and seed).
+    """
+    flat = flat_dict(to_dict(cfg))
+    out = {k: v for k, v in flat.items() if not any(k == d or k.startswith(d + ".") for d in NOT_RESULTS)}
+    if data_fingerprint is not None:
+        out["data.metadata_sha256"] = data_fingerprint
+    return out
+
+
+def results_digest(cfg: "SweepConfig", *, data_fingerprint: str | None = None) -> str:
+    """A short stable hash of `results_config`: the key `--resume` matches a sweep by."""
+    payload = json.dumps(results_config(cfg, data_fingerprint=data_fingerprint), sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def flat_dict(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one mapping with dotted keys (lists are values)."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        out.update(flat_dict(v, _join(prefix, str(k))))
+    return out
 
 
 def to_dict(cfg: Any) -> Any:
@@ -286,7 +346,7 @@ def from_dict(cls: type[T], data: Any, *, key: str = "") -> T:
         raise ConfigError(f"{key or cls.__name__}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         raise ConfigError(
             f"{_join(key, unknown[0])}: unknown key; known keys here: {', '.join(sorted(fields))}"
@@ -320,44 +380,44 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{key}: unexpected value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{key}: unexpected value {short_repr(value)}")
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise ConfigError(f"{key}: {short_repr(value)} is not one of {', '.join(map(repr, args))}")
         return value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {short_repr(value)}")
         item = args[0] if args else Any
         items = [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {short_repr(value)}")
         return {k: _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
     if hint is Any:
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {short_repr(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {short_repr(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {short_repr(value)}")
         if not math.isfinite(value):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{key}: expected a finite number, got {short_repr(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {short_repr(value)}")
         return value
     if hint is Path:
         if not isinstance(value, (str, Path)):
-            raise ConfigError(f"{key}: expected a path, got {value!r}")
+            raise ConfigError(f"{key}: expected a path, got {short_repr(value)}")
         return Path(value)
     return value
 
@@ -378,23 +438,98 @@ def _check_unique_keys(node: yaml.Node | None, key: str = "") -> None:
 
 
 def load_yaml(cls: type[T], path: Path | str) -> T:
-    """Load and validate a config of type `cls` from a YAML file."""
+    """Load and validate a config of type `cls` from a YAML file (bounded in size and alias expansion)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    text = _read_config_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        _check_expansion(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); expected a YAML file") from None
+        raise ConfigError(f"{path}{_yaml_problem(e)}") from None
+    except ConfigError as e:  # from _check_expansion: "line N: ..."
+        raise ConfigError(f"{path}, {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a sweep config; expected a few levels of mappings") from None
     try:
         _check_unique_keys(node)
         return from_dict(cls, data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def _read_config_text(path: Path) -> str:
+    """The text of a config file; errors say what the path is when it is not a readable regular file."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e}); expected a YAML file") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path}: is {_file_kind(info.st_mode)}, not a file; expected a YAML file")
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {info.st_size:,} bytes; a sweep config is at most {MAX_CONFIG_BYTES:,} bytes "
+                          "(see docs/limits.md)")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e}); expected a YAML file") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); expected a YAML file") from None
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line from PyYAML's multi-line message: ", line L, column C: not valid YAML: what is wrong"."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
+
+
+def _check_expansion(text: str) -> None:
+    """Refuse a document nested too deeply, or whose aliases expand beyond MAX_CONFIG_NODES values (streamed)."""
+    sizes: dict[str, int] = {}  # anchor -> node count of what it names, aliases expanded
+    stack: list[list] = []  # [node count, anchor] of each open collection
+    total = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            stack.append([1, event.anchor])
+            total += 1
+            if len(stack) > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"line {event.start_mark.line + 1}: nested more than {MAX_CONFIG_DEPTH} levels "
+                                  "deep; a sweep config has three (see docs/limits.md)")
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            size, anchor = stack.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            size, anchor = 1, event.anchor
+            total += 1
+        elif isinstance(event, yaml.AliasEvent):
+            size, anchor = sizes.get(event.anchor, 1), None
+            total += size
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = size
+        if stack:
+            stack[-1][0] += size
+        if total > MAX_CONFIG_NODES:
+            raise ConfigError(f"line {event.start_mark.line + 1}: the document expands to more than "
+                              f"{MAX_CONFIG_NODES:,} values (nested aliases?); a sweep config has a few hundred "
+                              "(see docs/limits.md)")
 
 
 def dump_yaml(cfg: Any, path: Path | str) -> None:
@@ -404,6 +539,6 @@ def dump_yaml(cfg: Any, path: Path | str) -> None:
 
 __all__ = [
     "ALL_VARIANTS", "ConfigError", "DataConfig", "DistillConfig", "ExperimentConfig", "FeatureConfig",
-    "ModelConfig", "RayConfig", "Smoothing", "SweepConfig", "TrackingConfig", "TrainConfig", "VariantSpec", "PostprocessConfig", "config_digest", "dump_yaml",
+    "ModelConfig", "RayConfig", "Smoothing", "SweepConfig", "TrackingConfig", "TrainConfig", "VariantSpec", "PostprocessConfig", "config_digest", "dump_yaml", "flat_dict", "results_config", "results_digest",
     "field", "from_dict", "load_yaml", "to_dict",
 ]

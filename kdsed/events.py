@@ -11,6 +11,7 @@ from typing import Iterable, Mapping, Sequence
 
 from kdsed.atomic import write_atomic
 from kdsed.constants import CLASS_INDEX, CLASSES, Seconds
+from kdsed.limits import MAX_METADATA_BYTES
 
 STRONG_HEADER = ("filename", "onset", "offset", "event_label")
 
@@ -94,7 +95,15 @@ def parse_event(fields: list[str], path: Path | str, line: int) -> tuple[str, Ev
 
 
 def read_tsv(path: Path) -> list[tuple[int, list[str]]]:
-    """(line number, fields) of every row of a tab-separated UTF-8 text file (a byte-order mark is allowed)."""
+    """(line number, fields) of every row of a tab-separated UTF-8 text file (a byte-order mark is allowed).
+
+    A file larger than MAX_METADATA_BYTES is refused unread; a first row whose first field is
+    `filename` in another case (`Filename`) is refused as a misspelt header.
+    """
+    size = path.stat().st_size
+    if size > MAX_METADATA_BYTES:
+        raise MetadataError(f"{path}: {size:,} bytes, more than {MAX_METADATA_BYTES:,} for a metadata file "
+                            "(see docs/limits.md); expected a tab-separated list of clips")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
@@ -104,29 +113,59 @@ def read_tsv(path: Path) -> list[tuple[int, list[str]]]:
                             "expected a tab-separated text file") from None
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
     try:
-        return [(reader.line_num, fields) for fields in reader]
+        rows = [(reader.line_num, fields) for fields in reader]
     except csv.Error as e:
         raise MetadataError(f"{_where(path, reader.line_num)}: {e}; expected a tab-separated text file") from None
+    if rows and rows[0][0] == 1 and rows[0][1]:
+        _check_header_case(rows[0][1], path)
+    return rows
+
+
+def _check_header_case(fields: list[str], path: Path | str) -> None:
+    """Refuse a header spelt in another case: read as data, its names would be taken for a clip and a class."""
+    names = [x.strip() for x in fields if x.strip()]
+    if names and names[0].lower() == "filename" and names != [n.lower() for n in names]:
+        raise MetadataError(f"{_where(path, 1)}: header {names!r} is not in lower case; expected "
+                            f"{'<TAB>'.join(n.lower() for n in names)!r} (DCASE metadata headers are lower case)")
 
 
 def read_strong_tsv(path: Path | str) -> EventTable:
-    """Read a DCASE strong-label TSV into {filename: [Event, ...]} (header optional)."""
+    """Read a DCASE strong-label TSV into {filename: [Event, ...]} (header optional).
+
+    An event row given twice is refused, naming both lines: it would be counted twice (with a
+    reference listing every event twice, a perfect system scores recall 0.5).
+    """
     path = Path(path)
     if not path.is_file():
         raise MetadataError(f"{path}: strong-label file not found")
     table: EventTable = {}
+    first_line: dict[tuple[str, Event], int] = {}
     for line, fields in read_tsv(path):
         if not fields or all(not x.strip() for x in fields):
             continue
-        if line == 1 and tuple(x.strip() for x in fields[:4]) == STRONG_HEADER:
-            continue
-        if line == 1 and fields[0].strip() == "filename" and len(fields) == 1:
+        if line == 1 and _is_header(fields, path):
             continue
         filename, event = parse_event(fields, path, line)
         events = table.setdefault(filename, [])
         if event is not None:
+            earlier = first_line.setdefault((filename, event), line)
+            if earlier != line:
+                raise MetadataError(f"{_where(path, line)}: repeats line {earlier} ({filename} {event.onset_s:g} "
+                                    f"{event.offset_s:g} {event.label}); an event listed twice is counted twice: "
+                                    "remove the repeated row")
             events.append(event)
     return table
+
+
+def _is_header(fields: list[str], path: Path) -> bool:
+    """A strong-label header: `filename` alone or the four names; other spellings of it are refused, not read as data."""
+    names = tuple(x.strip() for x in fields if x.strip())
+    if names in (STRONG_HEADER, ("filename",)):
+        return True
+    if names and names[0] == "filename":
+        raise MetadataError(f"{_where(path, 1)}: header {list(names)!r} differs from {'<TAB>'.join(STRONG_HEADER)!r}; "
+                            "expected that header, or none")
+    return False
 
 
 def format_time(seconds: Seconds) -> str:

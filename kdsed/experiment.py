@@ -24,6 +24,7 @@ from kdsed.events import MetadataError
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import write_pseudo_labels
 from kdsed.results import StageReport, format_table
+from kdsed.safety import OutputError, check_output, has_marker, mark_created
 from kdsed.train import epoch_printer
 
 
@@ -75,14 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=Path("sweeps/laptop.yaml"))
     parser.add_argument("--out", type=Path, default=Path(schema.DEFAULT_EXPERIMENT_OUT))
     parser.add_argument("--passes", type=int, default=None)
+    parser.add_argument("--force", action="store_true", help="write into --out even if kdsed did not make it")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:
+        check_output(args.out, flag="--out", kind="folder", inputs=[args.config], force=args.force,
+                     made_by_kdsed=has_marker, replaced_whole=False)  # kdsed.safety: never overwrite a user's files
         cfg = load_yaml(SweepConfig, args.config)  # the sweep's YAML; its ray/tracking sections are unused here
         if args.passes is not None:
             cfg = from_dict(SweepConfig, to_dict(replace(cfg, distill=replace(cfg.distill, passes=args.passes))))
+        args.out.mkdir(parents=True, exist_ok=True)
+        mark_created(args.out, "kdsed.experiment")
         reports = run_experiment(cfg, args.out)
-    except (ConfigError, MetadataError, FileNotFoundError) as e:  # bad input: one line, no traceback
+    except (ConfigError, MetadataError, FileNotFoundError, OutputError) as e:  # bad input: one line, no traceback
         print(f"kdsed.experiment: error: {e}", file=sys.stderr)
         return 2
     print(format_table(reports, baseline_with_tagging=False))

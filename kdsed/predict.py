@@ -1,11 +1,14 @@
 """Sound event detection on new audio with a per-class winner bundle.
 
-    python -m kdsed.predict --models DIR AUDIO... --out events.tsv [--batch-size N]
+    python -m kdsed.predict --models DIR AUDIO... --out events.tsv [--batch-size N] [--device cpu] [--force]
 
 Each audio argument is a file or a directory (every .wav directly inside it).
 Class c's events come from class c's model, smoothed and thresholded with class
 c's window, sigma and threshold; each distinct model runs once per batch.
 Clips shorter than the nominal length are fine; longer ones are cut to it.
+Every argument is checked before any feature is extracted: the bundle, the device, the audio
+headers (docs/limits.md) and `--out`, which may be neither an input nor an existing file that
+kdsed did not write (kdsed.safety; `--force` replaces such a file).
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import numpy as np
 from kdsed.bundle import Bundle, BundleError, load_bundle
 from kdsed.constants import CLASSES, NUM_CLASSES
 from kdsed.events import EventTable, MetadataError, write_strong_tsv
+from kdsed.failures import EXIT_RUNTIME_FAILURE, os_error_line
 from kdsed.features import FeatureSet
+from kdsed.data.audio import check_audio_header
+from kdsed.safety import OutputError, check_output
 from kdsed.search import apply_postprocessing
 
 AUDIO_SUFFIXES = (".wav",)
@@ -97,6 +103,36 @@ def expand_audio_paths(items: Sequence[Path | str]) -> list[Path]:
     return paths
 
 
+def check_device(name: str) -> str:
+    """The device to run on for `--device name` (`auto`: CUDA when available, else CPU); DeviceError if there is none."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"--device {name!r}: not a torch device; expected cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda":
+        if not torch.backends.cuda.is_built():
+            raise DeviceError(f"--device {name}: this torch ({torch.__version__}) was built without CUDA; "
+                              "use --device cpu, or install a CUDA build of torch")
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise DeviceError(f"--device {name}: no CUDA GPU is visible to this process; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"--device {name}: there are {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"--device {name}: Apple's MPS is not available here; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"--device {name}: kdsed.predict runs on cpu, cuda or mps, not {device.type}")
+    return name
+
+
+class DeviceError(ValueError):
+    """A --device this torch build or machine cannot run on."""
+
+
 def _check_unique_names(paths: Sequence[Path]) -> None:
     seen: dict[str, Path] = {}
     for p in paths:
@@ -111,27 +147,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdsed.predict", description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True, type=Path, help="bundle directory (from kdsed.registry pull)")
     parser.add_argument("audio", nargs="+", help="audio files or directories of .wav files")
-    parser.add_argument("--out", required=True, type=Path, help="events TSV to write")
+    parser.add_argument("--out", required=True, type=Path, help="events TSV to write (not an existing file kdsed "
+                                                               "did not write, unless --force)")
+    parser.add_argument("--force", action="store_true", help="replace --out even if kdsed did not write it")
     parser.add_argument("--batch-size", type=int, default=32, help="clips per forward pass")
     parser.add_argument("--workers", type=int, default=None, help="feature extraction processes (default: cores)")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda or auto")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N or auto")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     start = time.perf_counter()
     try:
-        bundle = load_bundle(args.models)
+        device = check_device(args.device)
         paths = expand_audio_paths(args.audio)
+        check_output(args.out, flag="--out", kind="file", inputs=[args.models, *paths], force=args.force)
+        bundle = load_bundle(args.models)
+        for path in paths:
+            check_audio_header(path)
         table = predict_files(bundle, paths, batch_size=args.batch_size, workers=args.workers,
-                              device=args.device, progress=len(paths) > CHUNK_FILES or sys.stderr.isatty())
-    except (BundleError, MetadataError) as e:
+                              device=device, progress=len(paths) > CHUNK_FILES or sys.stderr.isatty())
+    except (BundleError, MetadataError, OutputError, DeviceError) as e:
         print(f"kdsed.predict: error: {e}", file=sys.stderr)
         return 2
     try:
         write_strong_tsv(args.out, table)
     except OSError as e:  # a folder in the way, a full disk ...: an existing file stays as it was
-        print(f"kdsed.predict: error: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        print(f"kdsed.predict: error: {os_error_line(e)}", file=sys.stderr)
+        return EXIT_RUNTIME_FAILURE
     n_events = sum(len(v) for v in table.values())
     print(f"{n_events} events in {len(table)} files -> {args.out} ({time.perf_counter() - start:.1f} s)")
     return 0

@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from kdsed.bundle import BundleError, assemble_bundle, load_bundle
+from kdsed.bundle import BundleError, assemble_bundle, is_bundle, load_bundle
 from kdsed.constants import CHAMPION_ALIAS, CLASSES, DEFAULT_TRACKING_URI, REGISTERED_MODEL_PREFIX
+from kdsed.failures import EXIT_RUNTIME_FAILURE, os_error_line
+from kdsed.safety import OutputError, check_output
 from kdsed.schema import sqlite_path
 
 
@@ -85,11 +87,18 @@ def resolve_versions(client: Any, alias: str) -> dict[str, Any]:
 
 
 def pull_bundle(out_dir: Path | str, *, alias: str = CHAMPION_ALIAS,
-                tracking_uri: str = DEFAULT_TRACKING_URI) -> Path:
-    """Download every class's `alias` version, verify it and assemble the bundle at `out_dir`."""
+                tracking_uri: str = DEFAULT_TRACKING_URI, force: bool = False) -> Path:
+    """Download every class's `alias` version, verify it and assemble the bundle at `out_dir`.
+
+    `out_dir` is replaced once the new bundle is complete, if it is a bundle or an empty folder;
+    another existing folder only with `force` (kdsed.safety).
+    """
     import mlflow.artifacts
     from mlflow import MlflowClient
 
+    db = sqlite_path(tracking_uri)
+    check_output(out_dir, flag="--out", kind="folder", inputs=[db] if db else [], force=force,
+                 made_by_kdsed=is_bundle)
     _check_store_exists(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     versions = resolve_versions(client, alias)
@@ -110,12 +119,16 @@ def pull_bundle(out_dir: Path | str, *, alias: str = CHAMPION_ALIAS,
 
 
 def _check_store_exists(tracking_uri: str) -> None:
-    # MLflow would silently create an empty SQLite store for a mistyped path.
+    # MLflow would silently create an empty SQLite store for a mistyped path, or add its tables to another database.
+    from kdsed.stores import read_store_problem
+
     path = sqlite_path(tracking_uri)
-    if path is not None:
-        if not path.is_file():
-            raise RegistryError(f"{path}: no MLflow store at {tracking_uri}; run the sweep first or pass "
-                                "--tracking-uri with the sweep's URI")
+    if path is not None and not path.exists():
+        raise RegistryError(f"{path}: no MLflow store at {tracking_uri}; run the sweep first or pass "
+                            "--tracking-uri with the sweep's URI")
+    problem = read_store_problem(tracking_uri)
+    if problem:
+        raise RegistryError(f"--tracking-uri {tracking_uri}: {problem}")
 
 
 def summary_rows(bundle_dir: Path | str) -> list[dict[str, Any]]:
@@ -148,17 +161,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdsed.registry", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     pull = sub.add_parser("pull", help="assemble the per-class winner bundle")
-    pull.add_argument("--out", required=True, type=Path, help="bundle directory to write (replaced if present)")
+    pull.add_argument("--out", required=True, type=Path,
+                      help="bundle folder to write (an earlier bundle there is replaced; another folder only with --force)")
+    pull.add_argument("--force", action="store_true", help="replace --out even if it is a folder kdsed did not write")
     pull.add_argument("--alias", default=CHAMPION_ALIAS, help="alias of every class's version: champion or pass-N")
     pull.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking/registry URI")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "1")
     start = time.perf_counter()
     try:
-        out = pull_bundle(args.out, alias=args.alias, tracking_uri=args.tracking_uri)
-    except (RegistryError, BundleError) as e:
+        out = pull_bundle(args.out, alias=args.alias, tracking_uri=args.tracking_uri, force=args.force)
+    except (RegistryError, BundleError, OutputError) as e:
         print(f"kdsed.registry: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a folder that turned read-only: the old --out is left as it was
+        print(f"kdsed.registry: error: {os_error_line(e)}", file=sys.stderr)
+        return EXIT_RUNTIME_FAILURE
     print(format_table(summary_rows(out)))
     print(f"bundle for alias {args.alias!r} -> {out} ({time.perf_counter() - start:.1f} s)")
     return 0

@@ -23,7 +23,10 @@ from pathlib import Path
 from kdsed.atomic import replace_dir_atomic, write_text_atomic
 from kdsed import schema
 from kdsed.constants import CLASSES, DEFAULT_TRACKING_URI, MLFLOW_EXPERIMENT
+from kdsed.failures import EXIT_RUNTIME_FAILURE, os_error_line
+from kdsed.report_outputs import REPORT_TITLE, check_report_outputs, figures_folder, mark_figures, store_problem
 from kdsed.results import StageReport, format_table, percent, short_class_name, stage_label
+from kdsed.safety import OutputError
 
 
 class ReportError(Exception):
@@ -65,6 +68,8 @@ def open_store(tracking_uri: str):
     if path is not None:
         if not path.is_file():
             raise ReportError(f"no MLflow store at {path} (run `python -m kdsed.sweep` first, or pass --tracking-uri)")
+    if store_problem(tracking_uri):  # another program's SQLite file, a plain path: MLflow would write or fail
+        raise ReportError(store_problem(tracking_uri))
     return MlflowClient(tracking_uri)
 
 
@@ -192,7 +197,7 @@ def _status(sweep: SweepReport, tracking_uri: str) -> str:
 
 def render(sweep: SweepReport, tracking_uri: str, figures: dict[str, list[str]] | None = None) -> str:
     """The whole report as Markdown; `figures` maps a run label to figure paths relative to the report."""
-    blocks = [f"# kdsed sweep {sweep.sweep_id}", _status(sweep, tracking_uri),
+    blocks = [f"{REPORT_TITLE}{sweep.sweep_id}", _status(sweep, tracking_uri),
               "## Results on eval (event-based, %)", format_table(sweep.stages)]
     if sweep.winners:
         blocks += ["## Per-class winners (validation F1 %, on `test`)", winners_table(sweep)]
@@ -217,6 +222,7 @@ def download_figures(client, sweep: SweepReport, folder: Path) -> dict[str, list
                 client.download_artifacts(run_id, f"{schema.FIGURES}/{name}", str(tmp / label))
             if names:
                 found[label] = [f"{folder.name}/{label}/{name}" for name in names]
+        mark_figures(tmp)
 
     replace_dir_atomic(folder, fill)
     return found
@@ -229,7 +235,7 @@ def make_report(tracking_uri: str, *, run_id: str | None = None, experiment: str
     sweep = load_sweep(client, find_parent_run(client, tracking_uri, run_id=run_id, experiment=experiment))
     if out is None:
         return render(sweep, tracking_uri)
-    figures = download_figures(client, sweep, out.parent / f"{out.stem}_figures")
+    figures = download_figures(client, sweep, figures_folder(out))
     labels = {schema.SWEEP_UNIT: "whole sweep",
               **{s: schema.stage_title(s) for s in sweep.figure_runs if s != schema.SWEEP_UNIT}}
     text = render(sweep, tracking_uri, {labels[k]: v for k, v in figures.items()})
@@ -249,12 +255,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default=MLFLOW_EXPERIMENT,
                         help=f"MLflow experiment (default: {MLFLOW_EXPERIMENT})")
     parser.add_argument("--out", type=Path, help="also write the report here, with its figures in <stem>_figures/")
+    parser.add_argument("--force", action="store_true", help="replace --out and its figures folder even if kdsed "
+                                                             "did not write them")
     args = parser.parse_args(argv)
     try:
+        if args.out is not None:
+            check_report_outputs(args.out, tracking_uri=args.tracking_uri, force=args.force)
         text = make_report(args.tracking_uri, run_id=args.run_id, experiment=args.experiment, out=args.out)
-    except ReportError as e:
+    except (ReportError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return EXIT_RUNTIME_FAILURE
     print(text)
     return 0
 

@@ -7,7 +7,6 @@ subprocess; the rest call the library entry points (and `main()` of predict / ev
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -37,7 +36,7 @@ from kdsed.events import Event, MetadataError, read_strong_tsv, write_strong_tsv
 from kdsed.features import LOG_EPS, FeatureError, load_features
 from kdsed.pseudolabels import PseudoLabelError, PseudoLabels, read_pseudo_labels, write_pseudo_labels
 from kdsed.sweep.preflight import DEADLINE_S, check_sweep
-from support.builders import TINY, dummy_normalizer, make_class_bundles, tiny_state
+from support.builders import TINY, dummy_normalizer, make_class_bundles, snapshot, tiny_state
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = FeatureConfig()
@@ -46,15 +45,6 @@ SR = CFG.sample_rate
 
 # ---- helpers ------------------------------------------------------------------------------------------
 
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file and folder under `root` (hidden ones included) -> sha256 of its bytes ('dir' for folders)."""
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        for d in dirs:
-            out[os.path.relpath(Path(folder, d), root)] = "dir"
-        for f in files:
-            out[os.path.relpath(Path(folder, f), root)] = hashlib.sha256(Path(folder, f).read_bytes()).hexdigest()
-    return out
 
 
 def rewrite(path: Path, data: bytes | str) -> None:
@@ -279,7 +269,7 @@ def test_nan_predictions_are_refused_and_the_old_events_file_kept(tmp_path: Path
     write_strong_tsv(out, {"old.wav": [Event(1.0, 2.0, "Dog")]})
     before = snapshot(tmp_path / "classes"), out.read_bytes()
     wav = data_root / "audio/eval" / first_clip(data_root, EVAL_CSV)
-    code = predict.main(["--models", str(bundle), str(wav), "--out", str(out), "--workers", "1"])
+    code = predict.main(["--models", str(bundle), str(wav), "--out", str(out), "--workers", "1", "--force"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert err.startswith(f"kdsed.predict: error: {bundle}/models/") and "gave NaN or infinite probabilities" in err
@@ -405,3 +395,117 @@ def test_a_good_setup_passes_the_start_up_checks_and_they_create_nothing(sweep_d
     for setup in (cfg, replace(cfg, tracking=fresh), replace(cfg, data=replace(cfg.data, root=None))):
         check_sweep(setup)
     assert snapshot(sweep_dir) == before
+
+
+# ---- found by trying the CLI as a user would (issue 15) ----------------------------------------------------
+
+def _filename_header(root: Path) -> None:
+    edit_line(root / WEAK_CSV, 1, "Filename\tevent_labels")
+
+
+def _strong_header_misspelt(root: Path) -> None:
+    edit_line(root / TEST_CSV, 1, "filename\tOnset\tOffset\tevent_label")
+
+
+def _duplicate_event_row(root: Path) -> None:
+    lines = (root / TEST_CSV).read_text().splitlines()
+    event = next(i for i, line in enumerate(lines) if line.count("\t") == 3 and i > 0)
+    lines.insert(event + 2, lines[event])  # the row again, one line further down
+    rewrite(root / TEST_CSV, "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_filename_header, rf"{WEAK_CSV}, line 1: header \['Filename', 'event_labels'\] is not in lower case; expected "
+                       r"'filename<TAB>event_labels'"),
+    (_strong_header_misspelt, rf"{TEST_CSV}, line 1: header \['filename', 'Onset', 'Offset', 'event_label'\] is not "
+                              r"in lower case"),
+    (_duplicate_event_row, rf"{TEST_CSV}, line \d+: repeats line \d+ \(\S+\.wav [\d.]+ [\d.]+ \w+\); an event listed "
+                           r"twice is counted twice: remove the repeated row"),
+], ids=["Filename-header", "misspelt-strong-header", "duplicate-event-row"])
+def test_header_spelling_and_repeated_rows_are_named(data_root: Path, damage: Callable, message: str) -> None:
+    damage(data_root)
+    before = snapshot(data_root)
+    with pytest.raises(MetadataError, match=message) as err:
+        load_dataset(data_root)
+    assert "unknown class label" not in str(err.value)
+    assert snapshot(data_root) == before
+
+
+def test_evaluate_refuses_a_reference_with_a_repeated_event(tmp_path: Path, capsys) -> None:
+    ref = tmp_path / "ref.tsv"
+    ref.write_text("filename\tonset\toffset\tevent_label\na.wav\t0.5\t1.0\tDog\nb.wav\nA.wav\t0.5\t1.0\tDog\n"
+                   "a.wav\t0.5\t1.0\tDog\n")
+    est = tmp_path / "est.tsv"
+    write_strong_tsv(est, {"a.wav": [Event(0.5, 1.0, "Dog")]})
+    assert evaluate.main([str(ref), str(est)]) == 2  # before: read twice, a perfect estimate scored recall 0.5
+    assert capsys.readouterr().err == (f"error: {ref}, line 5: repeats line 2 (a.wav 0.5 1 Dog); an event listed "
+                                       "twice is counted twice: remove the repeated row\n")
+    assert evaluate.main([str(est), str(ref)]) == 2  # a system output that repeats an event, likewise
+    assert "line 5: repeats line 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device, message", [
+    ("bogus", "--device 'bogus': not a torch device; expected cpu, cuda, cuda:N or auto"),
+    ("cuda", "--device cuda: "),
+    ("cuda:7", "--device cuda:7: "),
+])
+def test_predict_refuses_a_device_it_cannot_use_before_reading_audio(tmp_path: Path, data_root: Path, device: str,
+                                                                     message: str, capsys, monkeypatch) -> None:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has the GPUs asked for")
+    extracted = []
+    monkeypatch.setattr("kdsed.features.extract", lambda *a, **k: extracted.append(a))  # must never be reached
+    bundle = assemble_bundle(make_class_bundles(tmp_path / "classes"), tmp_path / "bundle")
+    wav = data_root / "audio/eval" / first_clip(data_root, EVAL_CSV)
+    code = predict.main(["--models", str(bundle), str(wav), "--out", str(tmp_path / "e.tsv"), "--device", device])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"kdsed.predict: error: {message}") and err.count("\n") == 1, err
+    assert "Traceback" not in err and not extracted and not (tmp_path / "e.tsv").exists()
+    if device == "cuda" and not torch.backends.cuda.is_built():
+        assert "was built without CUDA; use --device cpu" in err
+
+
+@pytest.mark.parametrize("config, message", [
+    ("{tmp}", "{tmp}: is a folder, not a file; expected a YAML file"),
+    ("/dev/null", "/dev/null: is a character device, not a file; expected a YAML file"),
+    ("{tmp}/broken.yaml", "{tmp}/broken.yaml, line 2, column 1: not valid YAML: expected ',' or ']', but got "
+                          "'<stream end>' (while parsing a flow sequence)"),
+], ids=["folder", "dev-null", "yaml-error"])
+def test_sweep_config_that_is_not_a_yaml_file_is_one_line(tmp_path: Path, config: str, message: str) -> None:
+    (tmp_path / "broken.yaml").write_text("train: {epochs: [1, 2\n")
+    before = snapshot(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "kdsed.sweep", "--config", config.format(tmp=tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr == f"kdsed.sweep: error: {message.format(tmp=tmp_path)}\n"
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-5"], "--seed -5: not a seed; expected an integer from 0 to 4294967295"),
+    (["--passes", "100000"], "distill.passes (--passes) 100000: more than 20, the bound for a sweep (see "
+                             "docs/limits.md); pass --allow-large to run it anyway"),
+    (["--resume"], "--resume: no sweep to resume in {tmp}/storage (the folder does not exist)"),
+], ids=["negative-seed", "absurd-passes", "nothing-to-resume"])
+def test_sweep_arguments_are_refused_before_anything_is_created(tmp_path: Path, args: list[str], message: str) -> None:
+    cfg = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
+    cfg["data"] = {**cfg["data"], "workdir": str(tmp_path / "work")}
+    cfg["tracking"] = {"storage": str(tmp_path / "storage"), "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(cfg))
+    before = snapshot(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "kdsed.sweep", "--config", str(tmp_path / "sweep.yaml"), *args],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr == f"kdsed.sweep: error: {message.format(tmp=tmp_path)}\n"
+    assert snapshot(tmp_path) == before  # before: state, MLflow store and half a data folder were written
+
+
+def test_report_out_an_existing_folder_is_one_line(tmp_path: Path, capsys) -> None:
+    from kdsed import report
+
+    (tmp_path / "results").mkdir()
+    before = snapshot(tmp_path)
+    assert report.main(["--tracking-uri", f"sqlite:///{tmp_path}/none.db", "--out", str(tmp_path / "results")]) == 2
+    assert capsys.readouterr().err == (f"error: --out {tmp_path}/results: is a folder; expected the path of a file "
+                                       "to write\n")
+    assert snapshot(tmp_path) == before

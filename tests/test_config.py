@@ -169,7 +169,7 @@ def test_load_yaml_errors_name_the_file_and_key(tmp_path):
 
     broken = tmp_path / "broken.yaml"
     broken.write_text("train: {epochs: [1, 2\n")
-    with pytest.raises(ConfigError, match=rf"^{re.escape(str(broken))}: not valid YAML"):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(broken))}, line 2, column 1: not valid YAML: "):
         load_yaml(SweepConfig, broken)
 
     assert isinstance(ConfigError("x"), ValueError)

@@ -10,13 +10,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kdsed"
 
 #: Lowest first; a module may import its own layer and the layers below. A package name covers its modules.
 LAYERS = [
-    {"constants", "atomic"},
-    {"schema", "config", "events"},
+    {"constants", "atomic", "limits", "failures", "safety"},
+    {"schema", "config", "events", "stores"},
     {"data", "models", "metrics", "postprocess", "pseudolabels", "features", "evaluate"},
     {"prepare", "search", "plots", "results", "train", "bundle"},
     {"distill", "topline", "baseline_recipe", "predict", "registry"},
     {"stages"},
-    {"experiment", "sweep", "report"},
+    {"experiment", "sweep", "report", "report_outputs"},
 ]
 #: The two runners and the report stand side by side: none imports another.
 SIDE_BY_SIDE = {"experiment", "sweep", "report"}

@@ -18,6 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from kdsed.events import MetadataError
+from kdsed.limits import MAX_AUDIO_CHANNELS, MAX_SAMPLE_RATE_HZ
 
 
 class AudioError(MetadataError):
@@ -130,3 +131,13 @@ def _resample(x: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
     import librosa
 
     return librosa.resample(x, orig_sr=orig_rate, target_sr=target_rate, res_type="soxr_hq")
+
+def check_audio_header(path: Any) -> None:
+    """Refuse an audio file whose header declares more channels or a higher rate than the bounds (reads the header only)."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioError(f"{path}: not a readable audio file ({e}); expected a WAV/FLAC/OGG clip") from None
+    if info.channels > MAX_AUDIO_CHANNELS or info.samplerate > MAX_SAMPLE_RATE_HZ:
+        raise AudioError(f"{path}: {info.channels} channels at {info.samplerate} Hz; kdsed reads at most "
+                         f"{MAX_AUDIO_CHANNELS} channels at up to {MAX_SAMPLE_RATE_HZ} Hz (see docs/limits.md)")

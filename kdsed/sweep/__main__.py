@@ -1,15 +1,24 @@
-"""`python -m kdsed.sweep --passes 4`: run the iterative-distillation sweep (see --help)."""
+"""`python -m kdsed.sweep --passes 4`: run the iterative-distillation sweep (see --help).
+
+Exit status: 0 done; 2 bad arguments, config, data or setup, refused before anything is created
+(one line); 1 a failure of the machine during the run, such as a full disk (one line); 130 / 143
+stopped by Ctrl-C / SIGTERM (one line). In every case what was finished is saved and `--resume`
+continues.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-from kdsed.config import SweepConfig, from_dict, load_yaml, to_dict
+from kdsed.config import MAX_SEED, ConfigError, SweepConfig, from_dict, load_yaml, to_dict
 from kdsed.constants import DEFAULT_TRACKING_URI
-from kdsed.sweep import preflight
+from kdsed.failures import EXIT_RUNTIME_FAILURE, disk_full
+from kdsed.limits import ESTIMATE_ABOVE_S
+from kdsed.sweep import interrupts, preflight
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "laptop.yaml"
 
@@ -25,7 +34,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--address", help="Ray cluster address: auto or HOST:PORT (default: start a local Ray)")
     p.add_argument("--resume", action="store_true", help="continue the latest sweep in the storage")
     p.add_argument("--seed", type=int, help="seed of training (and of the synthetic set)")
+    p.add_argument("--allow-large", action="store_true",
+                   help="run sizes beyond the bounds of docs/limits.md (e.g. more than 20 passes)")
     return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse flag values no config could fix, naming the flag (before the config is even read)."""
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed {args.seed}: not a seed; expected an integer from 0 to {MAX_SEED}")
 
 
 def resolve_config(args: argparse.Namespace) -> SweepConfig:
@@ -48,16 +65,31 @@ def resolve_config(args: argparse.Namespace) -> SweepConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    interrupts.install()
     args = parse_args(argv)
     try:
+        check_args(args)
         cfg = resolve_config(args)
-        preflight.check_sweep(cfg)  # fails in seconds on an unusable storage, tracking store or data set
+        counts = preflight.check_sweep(cfg, allow_large=args.allow_large)  # seconds; creates nothing
+        if args.resume:
+            preflight.check_resume(cfg, args.resume)
+        _print_estimate(cfg, counts)
         from kdsed.sweep.coordinator import run_sweep, winner_table
 
         summary = run_sweep(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        return interrupts.stop(_shutdown_ray)
     except preflight.startup_errors() as e:
         print(f"kdsed.sweep: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        full = disk_full(e)
+        if full is None:
+            raise
+        print(f"kdsed.sweep: error: {full}; finished units and stages are saved: free space and run the same "
+              "command with --resume", file=sys.stderr)
+        _shutdown_ray()
+        return EXIT_RUNTIME_FAILURE
     from kdsed.results import format_table
 
     print(format_table(summary.reports))
@@ -68,6 +100,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"compare runs:  mlflow ui --backend-store-uri {cfg.tracking.tracking_uri}   (parent run {summary.parent_run_id})")
     print(f"pull winners:  python -m kdsed.registry pull --out winners/ --tracking-uri {cfg.tracking.tracking_uri}")
     return 0
+
+
+def _print_estimate(cfg: SweepConfig, counts: dict[str, int]) -> None:
+    """Say how long a sweep of more than an hour may take, before it starts."""
+    from kdsed.sweep.estimate import estimate_sweep
+
+    estimate = estimate_sweep(cfg, counts, os.cpu_count() or 1)
+    if estimate.seconds > ESTIMATE_ABOVE_S:
+        print(f"kdsed.sweep: note: this sweep may take {estimate.describe()}; it saves after every unit, so "
+              "Ctrl-C stops it and --resume continues", file=sys.stderr, flush=True)
+
+
+def _shutdown_ray() -> None:
+    """Stop this sweep's local Ray (its processes end with it) or leave a cluster it joined."""
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import numpy as np
 import ray
 
 from kdsed import distill, schema, stages
-from kdsed.config import SweepConfig, config_digest
+from kdsed.config import SweepConfig
 from kdsed.constants import TEST
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import read_pseudo_labels, write_pseudo_labels
@@ -38,7 +38,8 @@ from kdsed.results import StageReport, winner_table as results_winner_table
 from kdsed.search import PostprocessChoice
 from kdsed.stages import StageOutcome, UnitSpec
 from kdsed.sweep import tracking
-from kdsed.sweep.state import UnitRecord, open_state
+from kdsed.sweep.interrupts import keep_handlers
+from kdsed.sweep.state import UnitRecord, open_state, sweep_key
 from kdsed.sweep.storage import Storage, file_lock
 from kdsed.sweep.tuning import tune_postprocessing
 from kdsed.sweep.units import StoredUnit, read_unit
@@ -87,7 +88,7 @@ class Coordinator:
     def __init__(self, cfg: SweepConfig, *, resume: bool | str = False) -> None:
         self.cfg = cfg
         self.storage = Storage(cfg.tracking.storage)
-        self.state = open_state(self.storage, config_digest(cfg), cfg.distill.passes, resume)
+        self.state = open_state(self.storage, sweep_key(cfg), cfg.distill.passes, resume)
         if resume:
             log(f"resuming sweep {self.state.sweep_id}: {len(self.state.units)} units and stages "
                 f"{self.state.stages_done} done")
@@ -115,7 +116,8 @@ class Coordinator:
         t0 = time.perf_counter()
         self._data = prepare_sweep_data(cfg)
         self.timings["data"] = time.perf_counter() - t0
-        self.start_ray()
+        with keep_handlers():  # ray.init replaces the SIGTERM handler (see kdsed.sweep.interrupts)
+            self.start_ray()
         self.broadcast("data", self._data)
         if state.parent_run_id is None:
             state.parent_run_id = tracking.start_sweep_run(self.tracker, cfg)

@@ -10,7 +10,14 @@
 - `ray.address` (--address): a HOST:PORT must accept a connection (`auto` is left to Ray).
 - `data.root` (--data): the layout and metadata (`load_dataset`: labels, rows, times, every listed
   clip present) and the header of every audio file that the run reads (readable, not empty, not
-  truncated). Without a root, `data.synth_preset` must name a preset.
+  truncated, within the channel and rate bounds of `kdsed.limits`). Without a root,
+  `data.synth_preset` must name a preset.
+- sizes (`check_sizes`): values beyond `kdsed.limits.SWEEP_SIZE_BOUNDS` (e.g. `--passes 100000`)
+  are refused unless `--allow-large`.
+- `--resume` (`check_resume`): a sweep of the same results-defining config is in the storage, it
+  has not finished more passes than asked, and a SQLite tracking store holds its MLflow runs.
+
+A SQLite file that holds another program's tables is refused: MLflow would add its own to it.
 
 Nothing is created: folders are probed in their nearest existing ancestor with a nameless
 temporary file. Audio that is damaged beyond its header (undecodable samples, NaN) is refused
@@ -19,6 +26,7 @@ later, when features are extracted, with an error naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -31,23 +39,43 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kdsed import schema
-from kdsed.config import ConfigError, SweepConfig
+from kdsed.config import ConfigError, SweepConfig, to_dict
 from kdsed.events import MetadataError
+from kdsed.limits import SWEEP_SIZE_BOUNDS, lookup
+from kdsed.stores import file_store_problem, sqlite_store_problem
 
 DEADLINE_S = 20.0  # a remote storage or tracking server that has not answered by then counts as unreachable
-SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Command-line flags of config keys, for errors.
+FLAGS = {"distill.passes": "--passes"}
 
 
 class PreflightError(ConfigError):
     """The sweep's config names a storage, tracking store or cluster that cannot be used."""
 
 
-def check_sweep(cfg: SweepConfig) -> None:
-    """Run every start-up check of a sweep (cheapest first); raise on the first that fails."""
+def check_sweep(cfg: SweepConfig, *, allow_large: bool = False) -> dict[str, int]:
+    """Run every start-up check of a sweep (cheapest first); raise on the first that fails.
+
+    Returns the number of clips per subset that the sweep will read.
+    """
+    check_sizes(cfg, allow_large=allow_large)
     check_storage(cfg.tracking.storage)
     check_tracking(cfg.tracking.tracking_uri)
     check_ray_address(cfg.ray.address)
-    check_data(cfg)
+    return check_data(cfg)
+
+
+def check_sizes(cfg: SweepConfig, *, allow_large: bool = False) -> None:
+    """Refuse values beyond SWEEP_SIZE_BOUNDS (typos such as --passes 100000) unless `allow_large`."""
+    if allow_large:
+        return
+    data = to_dict(cfg)
+    for key, bound in SWEEP_SIZE_BOUNDS.items():
+        value = lookup(data, key)
+        if value is not None and value > bound:
+            flag = f" ({FLAGS[key]})" if key in FLAGS else ""
+            raise ConfigError(f"{key}{flag} {value:g}: more than {bound:g}, the bound for a sweep (see docs/limits.md); "
+                              "pass --allow-large to run it anyway")
 
 
 def startup_errors() -> tuple[type[BaseException], ...]:
@@ -91,19 +119,23 @@ def check_tracking(uri: str) -> None:
         _reach(lambda: _http_answers(uri), f"{key} {uri!r}: the MLflow tracking server cannot be reached "
                "(start it with `mlflow server`, or pass another --tracking-uri)")
     elif uri.startswith("file:") or ":" not in uri and not uri.startswith("databricks"):
+        problem = file_store_problem(uri)
+        if problem:
+            raise PreflightError(f"{key} {uri!r}: {problem}")
         _check_folder(Path(uri.removeprefix("file://").removeprefix("file:")), key, uri)
+
+
 
 
 def _check_sqlite(db: Path, key: str, uri: str) -> None:
     _check_folder(db.parent, key, uri)
     if db.is_dir():
         raise PreflightError(f"{key} {uri!r}: {db} is a folder; expected a SQLite database file")
-    if db.is_file():
-        with db.open("rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
-        if head and head != SQLITE_MAGIC:
-            raise PreflightError(f"{key} {uri!r}: {db} is not a SQLite database (it starts with {head[:8]!r}); "
-                                 "expected an MLflow store, or a path where one can be created")
+    if db.exists():
+        problem = sqlite_store_problem(db, empty_ok=True)
+        if problem:
+            raise PreflightError(f"{key} {uri!r}: {problem}; expected an MLflow store, or a path where one can be created")
+
 
 
 def _check_folder(folder: Path, key: str, value: str) -> None:
@@ -176,26 +208,64 @@ def check_ray_address(address: str | None) -> None:
 
 # ---- data -----------------------------------------------------------------------------------------------
 
-def check_data(cfg: SweepConfig) -> None:
-    """The configured data set's metadata and audio headers, or the synthetic preset's name."""
+def check_data(cfg: SweepConfig) -> dict[str, int]:
+    """The configured data set's metadata and audio headers, or the synthetic preset's name; clips per subset."""
     if not cfg.data.root:
         from kdsed.data.synth import PRESETS
 
         if cfg.data.synth_preset not in PRESETS:
             raise ConfigError(f"data.synth_preset: {cfg.data.synth_preset!r} is not one of {', '.join(PRESETS)}")
-        return
+        return dict(PRESETS[cfg.data.synth_preset].counts)
     from kdsed.data import load_dataset
     from kdsed.data.audio import AudioError, probe_audio
     from kdsed.prepare import resolve_data_root, used_clips
+    from kdsed.data.audio import check_audio_header
 
     dataset = load_dataset(resolve_data_root(cfg.data))
     errors: list[AudioError] = []
-    clips = [c for subset in used_clips(dataset, cfg.data).values() for c in subset]
+    by_subset = used_clips(dataset, cfg.data)
+    clips = [c for subset in by_subset.values() for c in subset]
     for clip in clips:
         try:
             probe_audio(clip.audio_path)
+            check_audio_header(clip.audio_path)
         except AudioError as e:
             errors.append(e)
     if errors:
         more = f" ({len(errors) - 1} more of the {len(clips)} audio files are bad too)" if len(errors) > 1 else ""
         raise AudioError(f"{errors[0]}{more}")
+    return {subset: len(c) for subset, c in by_subset.items()}
+
+
+# ---- --resume ------------------------------------------------------------------------------------------
+
+def check_resume(cfg: SweepConfig, resume: bool | str) -> None:
+    """A sweep to resume exists in the storage with this config's results key, and its MLflow runs are in the store.
+
+    Reads only: a local storage folder that does not exist is not created.
+    """
+    from kdsed.sweep.state import find_resumable, sweep_key
+    from kdsed.sweep.storage import Storage
+
+    uri = cfg.tracking.storage
+    if ("://" not in uri or uri.startswith("file://")) and not Path(uri.removeprefix("file://")).is_dir():
+        raise FileNotFoundError(f"--resume: no sweep to resume in {uri} (the folder does not exist)")
+    state = find_resumable(Storage(uri), sweep_key(cfg), cfg.distill.passes, resume)
+    db = schema.sqlite_path(cfg.tracking.tracking_uri)
+    if state.parent_run_id and db is not None and not _has_run(db, state.parent_run_id):
+        raise PreflightError(f"--resume: sweep {state.sweep_id}'s MLflow runs (parent run {state.parent_run_id}) are "
+                             f"not in {cfg.tracking.tracking_uri}; resume with the --tracking-uri it was started with "
+                             "(a moved SQLite store works if its file is moved whole)")
+
+
+def _has_run(db: Path, run_id: str) -> bool:
+    """Whether the SQLite MLflow store `db` holds run `run_id` (read only)."""
+    import sqlite3
+
+    if sqlite_store_problem(db, empty_ok=False):
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            return con.execute("select 1 from runs where run_uuid = ?", (run_id,)).fetchone() is not None
+    except sqlite3.Error:
+        return False

@@ -26,6 +26,7 @@ logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
 
 from kdsed.config import FeatureConfig, PostprocessConfig
 from kdsed.events import EventTable
+from kdsed.sweep.interrupts import keep_handlers
 from kdsed.search import PostprocessChoice, merge_ranges, search_postprocessing, window_ranges
 
 
@@ -49,7 +50,8 @@ def tune_postprocessing(probs: Mapping[str, np.ndarray], reference: EventTable, 
         tune_config=tune.TuneConfig(reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),
     )
-    results = tuner.fit()
+    with keep_handlers():  # Tune installs signal handlers per search and leaves them (kdsed.sweep.interrupts)
+        results = tuner.fit()
     parts: dict[str, list] = {v: [] for v in probs}
     for result in results:
         if result.error:

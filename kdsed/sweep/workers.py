@@ -33,6 +33,12 @@ from kdsed.sweep.units import record_attempt, write_unit
 from kdsed.train import TargetSet, epoch_printer, train_variant
 
 
+#: Ray Train's own console log level in a unit: a failure reaches the coordinator as the unit's exception (and is
+#: reported there once, e.g. a full disk as one line); Ray Train's console copies of it, with tracebacks, would
+#: repeat it in every worker's output. Its log files under the Ray session folder keep everything.
+TRAIN_CONSOLE_LOG_LEVEL = "CRITICAL"
+
+
 @dataclass(frozen=True)
 class Placement:
     """Resources of one unit's worker group."""
@@ -104,7 +110,8 @@ def fit_unit(spec: UnitSpec, refs: dict[str, Any], settings: dict[str, Any]) -> 
         scaling_config=ScalingConfig(num_workers=placement.workers, use_gpu=placement.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(name=settings["run_name"], storage_path=settings["ray_storage"],
-                             failure_config=FailureConfig(max_failures=settings["max_failures"])),
+                             failure_config=FailureConfig(max_failures=settings["max_failures"]),
+                             logging_config=ray.LoggingConfig(log_level=TRAIN_CONSOLE_LOG_LEVEL)),
     )
     result = trainer.fit()
     return dict(result.metrics or {})

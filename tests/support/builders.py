@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,19 @@ from kdsed.features import Normalizer
 from kdsed.models import build_model
 from kdsed.postprocess import events_to_frame_targets
 from kdsed.search import PostprocessChoice
+
+# ---- files ---------------------------------------------------------------------------------------
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file and folder under `root` (hidden ones included) -> sha256 of its bytes ('dir' for folders)."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for d in dirs:
+            out[os.path.relpath(Path(folder, d), root)] = "dir"
+        for f in files:
+            out[os.path.relpath(Path(folder, f), root)] = hashlib.sha256(Path(folder, f).read_bytes()).hexdigest()
+    return out
+
 
 # ---- class bundles of a tiny model ----------------------------------------------------------------
 
