@@ -106,6 +106,7 @@ class StageOutcome:
     choice: PostprocessChoice  # per class, the winner's post-processing
     merged: Outputs  # per class, the winner's outputs
     report: StageReport
+    unit_eval: dict[str, dict]  # variant -> its eval scores with the macro-F1 interval (`score_with_interval`)
 
     @property
     def is_pass(self) -> bool:
@@ -136,15 +137,15 @@ def score_stage(stage: str, units: Mapping[str, TrainedUnit], choices: Mapping[s
     is_pass = schema.pass_index(stage) is not None
     val = distill.score_with(data, merged.test, choice, TEST)
     ev = distill.score_with_interval(data, merged.eval, choice, EVAL)
+    unit_eval = {v: distill.score_with_interval(data, o.outputs.eval, o.scored.choice, EVAL) for v, o in scored.items()}
     report = StageReport(schema.stage_title(stage), val.to_json(), ev, wall_time_s=0.0,
                          pseudo=_pseudo_scores(data, merged.train, choice, pseudo_weak, is_pass),
                          winners=winners if is_pass else None,
-                         variants={v: {"val": o.scored.val.to_json(),
-                                       "eval": distill.score_with_interval(data, o.outputs.eval, o.scored.choice, EVAL)}
+                         variants={v: {"val": o.scored.val.to_json(), "eval": unit_eval[v]}
                                    for v, o in scored.items()} if len(scored) > 1 else {})
     if started is not None:
         report.wall_time_s = time.perf_counter() - started
-    return StageOutcome(stage, scored, winners, choice, merged, report)
+    return StageOutcome(stage, scored, winners, choice, merged, report, unit_eval)
 
 
 def _pseudo_scores(data: PreparedData, train_probs: np.ndarray, choice: PostprocessChoice,

@@ -223,7 +223,7 @@ def log_stage(tracker: Tracker, parent_run_id: str, outcome: StageOutcome, data:
     stage, index = outcome.stage, schema.stage_index(outcome.stage)
     stage_run = tracker.run(stage, stage, parent_run_id, {schema.TAG_PASS: str(index), schema.TAG_STAGE: stage})
     for variant, unit in outcome.units.items():
-        log_unit(tracker, stage_run, index, variant, unit)
+        log_unit(tracker, stage_run, index, variant, unit, outcome.unit_eval[variant])
     metrics = stage_metrics(outcome.report)
     tracker.log(stage_run, metrics=metrics,
                 params={**schema.choice_params(outcome.choice), **schema.winner_params(outcome.report.winners)})
@@ -246,14 +246,15 @@ def stage_metrics(report: StageReport) -> dict[str, float]:
     return metrics
 
 
-def log_unit(tracker: Tracker, stage_run: str, index: int, variant: str, unit: VariantOutcome) -> None:
-    """One unit's run: scores, training figures, config params and its post-processing choice."""
+def log_unit(tracker: Tracker, stage_run: str, index: int, variant: str, unit: VariantOutcome,
+             eval_scores: dict) -> None:
+    """One unit's run: scores (eval with its interval), training figures, config params and its post-processing."""
     result, scored = unit.result, unit.scored
     run_id = tracker.run(unit.name, unit.name, stage_run, {
         schema.TAG_PASS: str(index), schema.TAG_VARIANT: variant, schema.TAG_MODEL: result.model_config.name,
         schema.TAG_SMOOTHING: schema.variant_smoothing(variant)})
     tracker.log(run_id, metrics={**schema.score_metrics(schema.VAL, scored.val),
-                                 **schema.score_metrics(schema.EVAL, scored.eval),
+                                 **schema.score_metrics(schema.EVAL, eval_scores),
                                  schema.BEST_EPOCH: result.best_epoch, schema.TRAIN_CLIPS_PER_S: result.train_clips_per_s,
                                  schema.TRAIN_TIME: result.train_time_s},
                 params={**{f"{schema.MODEL_PARAMS}{k}": v for k, v in asdict(result.model_config).items()},
