@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import reprlib
-import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import yaml
 from kdsed.atomic import write_text_atomic
 from kdsed.constants import (CLIP_DURATION_S, DEFAULT_STORAGE, DEFAULT_TRACKING_URI, DEFAULT_WORKDIR,
                              MLFLOW_EXPERIMENT, Seconds)
-from kdsed.limits import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_CONFIG_NODES
+from kdsed.yaml_input import YamlInputError, read_yaml
 
 T = TypeVar("T")
 
@@ -438,98 +437,17 @@ def _check_unique_keys(node: yaml.Node | None, key: str = "") -> None:
 
 
 def load_yaml(cls: type[T], path: Path | str) -> T:
-    """Load and validate a config of type `cls` from a YAML file (bounded in size and alias expansion)."""
+    """Load and validate a config of type `cls` from a YAML file (bounded: kdsed.yaml_input, docs/limits.md)."""
     path = Path(path)
-    text = _read_config_text(path)
     try:
-        _check_expansion(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}{_yaml_problem(e)}") from None
-    except ConfigError as e:  # from _check_expansion: "line N: ..."
-        raise ConfigError(f"{path}, {e}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to be a sweep config; expected a few levels of mappings") from None
+        node, data = read_yaml(path)
+    except YamlInputError as e:
+        raise ConfigError(str(e)) from None
     try:
         _check_unique_keys(node)
         return from_dict(cls, data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-
-
-def _read_config_text(path: Path) -> str:
-    """The text of a config file; errors say what the path is when it is not a readable regular file."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot be read ({e.strerror or e}); expected a YAML file") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"{path}: is {_file_kind(info.st_mode)}, not a file; expected a YAML file")
-    if info.st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: {info.st_size:,} bytes; a sweep config is at most {MAX_CONFIG_BYTES:,} bytes "
-                          "(see docs/limits.md)")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot be read ({e.strerror or e}); expected a YAML file") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); expected a YAML file") from None
-
-
-def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    """One line from PyYAML's multi-line message: ", line L, column C: not valid YAML: what is wrong"."""
-    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    context = getattr(error, "context", None)
-    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
-
-
-def _check_expansion(text: str) -> None:
-    """Refuse a document nested too deeply, or whose aliases expand beyond MAX_CONFIG_NODES values (streamed)."""
-    sizes: dict[str, int] = {}  # anchor -> node count of what it names, aliases expanded
-    stack: list[list] = []  # [node count, anchor] of each open collection
-    total = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            stack.append([1, event.anchor])
-            total += 1
-            if len(stack) > MAX_CONFIG_DEPTH:
-                raise ConfigError(f"line {event.start_mark.line + 1}: nested more than {MAX_CONFIG_DEPTH} levels "
-                                  "deep; a sweep config has three (see docs/limits.md)")
-            continue
-        if isinstance(event, yaml.CollectionEndEvent):
-            size, anchor = stack.pop()
-        elif isinstance(event, yaml.ScalarEvent):
-            size, anchor = 1, event.anchor
-            total += 1
-        elif isinstance(event, yaml.AliasEvent):
-            size, anchor = sizes.get(event.anchor, 1), None
-            total += size
-        else:
-            continue
-        if anchor is not None:
-            sizes[anchor] = size
-        if stack:
-            stack[-1][0] += size
-        if total > MAX_CONFIG_NODES:
-            raise ConfigError(f"line {event.start_mark.line + 1}: the document expands to more than "
-                              f"{MAX_CONFIG_NODES:,} values (nested aliases?); a sweep config has a few hundred "
-                              "(see docs/limits.md)")
 
 
 def dump_yaml(cfg: Any, path: Path | str) -> None:

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kdsed"
 
 #: Lowest first; a module may import its own layer and the layers below. A package name covers its modules.
 LAYERS = [
-    {"constants", "atomic", "limits", "failures", "safety"},
+    {"constants", "atomic", "limits", "failures", "safety", "yaml_input"},
     {"schema", "config", "events", "stores"},
     {"data", "models", "metrics", "postprocess", "pseudolabels", "features", "evaluate"},
     {"prepare", "search", "plots", "results", "train", "bundle"},

@@ -65,7 +65,14 @@ def resolve_config(args: argparse.Namespace) -> SweepConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    interrupts.install()
+    with interrupts.installed():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:  # the first Ctrl-C or SIGTERM, wherever the sweep was
+            return interrupts.stop(_shutdown_ray)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     try:
         check_args(args)
@@ -77,8 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         from kdsed.sweep.coordinator import run_sweep, winner_table
 
         summary = run_sweep(cfg, resume=args.resume)
-    except KeyboardInterrupt:
-        return interrupts.stop(_shutdown_ray)
     except preflight.startup_errors() as e:
         print(f"kdsed.sweep: error: {e}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ UNWIND_DEADLINE_S = 8.0
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 _received: list[int] = []
+_watchdog: list[threading.Timer] = []
 _reported = threading.Event()
 _prog = "kdsed.sweep"
 
@@ -37,15 +38,32 @@ def exit_code(signum: int) -> int:
     return 128 + signum
 
 
-def install(prog: str = "kdsed.sweep") -> None:
-    """Handle SIGINT and SIGTERM in this process from now on (call from the main thread)."""
+def install(prog: str = "kdsed.sweep") -> dict[int, object]:
+    """Handle SIGINT and SIGTERM in this process from now on (call from the main thread); the previous handlers."""
     global _prog
     _prog = prog
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     _received.clear()
     _reported.clear()
+    previous = {signum: signal.getsignal(signum) for signum in HANDLED}
     for signum in HANDLED:
         signal.signal(signum, _on_signal)
+    return previous
+
+
+@contextlib.contextmanager
+def installed(prog: str = "kdsed.sweep") -> Iterator[None]:
+    """`install` for the duration of a command (`main` called in-process, e.g. by a test, leaves no trace)."""
+    previous = install(prog)
+    try:
+        yield
+    finally:
+        if _watchdog:
+            _watchdog[0].cancel()
+            _watchdog.clear()
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 def _on_signal(signum: int, frame) -> None:
@@ -56,6 +74,7 @@ def _on_signal(signum: int, frame) -> None:
     watchdog = threading.Timer(UNWIND_DEADLINE_S, _force_exit)
     watchdog.daemon = True
     watchdog.start()
+    _watchdog.append(watchdog)
     raise KeyboardInterrupt
 
 
@@ -103,4 +122,5 @@ def keep_handlers() -> Iterator[None]:
                 signal.signal(signum, handler)
 
 
-__all__ = ["HANDLED", "UNWIND_DEADLINE_S", "exit_code", "install", "keep_handlers", "received", "report", "stop"]
+__all__ = ["HANDLED", "UNWIND_DEADLINE_S", "exit_code", "install", "installed", "keep_handlers", "received", "report",
+           "stop"]

@@ -128,7 +128,8 @@ def test_pull_and_predict_reproduce_eval_f1(finished_sweep):
     assert set(bundle.classes) == set(CLASSES)
     data = load_dataset(tmp / "work" / "data" / "synth-smoke-seed0")
     wavs = [str(c.audio_path) for c in data.subset("eval")]
-    subprocess.run([sys.executable, "-m", "kdsed.predict", "--models", str(out), *wavs, "--out", str(tmp / "eval.tsv")],
+    subprocess.run([sys.executable, "-m", "kdsed.predict", "--models", str(out), *wavs, "--out", str(tmp / "eval.tsv"),
+                    "--force"],  # a reused fixture folder (KDSED_REUSE_SWEEP) holds the last run's file
                    check=True, cwd=tmp)
     predicted = read_strong_tsv(tmp / "eval.tsv")
     scores = event_scores(data.reference_table("eval"), {f: predicted.get(f, []) for f in data.reference_table("eval")})
