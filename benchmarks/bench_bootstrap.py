@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from kdsed.constants import CLASSES, CLIP_DURATION_S, NUM_CLASSES
 from kdsed.events import Event, EventTable
+from timing import best_time
 from kdsed.metrics import (
     ClipCounts,
     bootstrap_counts,
@@ -57,15 +58,6 @@ def synthetic_tables(n_clips: int, seed: int, *, miss: float = 0.4) -> tuple[Eve
         estimated[f"clip{i:05d}.wav"] = ests
     return reference, estimated
 
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest wall time of `repeats` calls, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def naive_bootstrap(reference: EventTable, estimated: EventTable, n_resamples: int, seed: int) -> list[float]:

@@ -8,13 +8,13 @@ Prints a Markdown table; never asserts on times.
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from kdsed.constants import CLASSES, CLIP_DURATION_S
 from kdsed.events import Event, EventTable
+from timing import best_time
 from kdsed.metrics import event_scores, sed_eval_scores
 
 
@@ -44,15 +44,6 @@ def synthetic_tables(n_clips: int, seed: int) -> tuple[EventTable, EventTable]:
         estimated[name] = ests
     return reference, estimated
 
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest wall time of `repeats` calls, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

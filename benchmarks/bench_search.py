@@ -23,6 +23,7 @@ from kdsed.events import Event, EventTable
 from kdsed.metrics import sed_eval_scores
 from kdsed.postprocess import decode_events, events_to_frame_targets, gaussian_smooth, median_smooth
 from kdsed.search import search_postprocessing
+from timing import best_time
 
 
 def synthetic_validation(n_clips: int, cfg: FeatureConfig, seed: int) -> tuple[np.ndarray, EventTable, list[str]]:
@@ -48,12 +49,7 @@ def synthetic_validation(n_clips: int, cfg: FeatureConfig, seed: int) -> tuple[n
 
 def time_search(probs, reference, files, cfg, grid, smoothing, repeats: int = 3) -> float:
     """Fastest of `repeats` searches, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        search_postprocessing(probs, reference, files, cfg, grid, smoothing=smoothing)
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return best_time(lambda: search_postprocessing(probs, reference, files, cfg, grid, smoothing=smoothing), repeats)
 
 
 def time_sed_eval_point(probs, reference, files, cfg, window: int, sigma: float, threshold: float) -> float:
