@@ -99,11 +99,15 @@ def to_sequence(x: Tensor) -> Tensor:
 
 
 class _SruRCNN(SedModel):
-    """Shared tail of the R-CNNs: dropout `cfg.dropout` (0 in the report), bidirectional SRU, per-frame head."""
+    """Shared tail of the R-CNNs: dropout `cfg.dropout` (0 in the report), bidirectional SRU, per-frame head.
+
+    The SRU has `cfg.rnn_hidden` units per direction (128 in the report) whatever `cfg.width`:
+    width thins the convolutions only.
+    """
 
     def _init_tail(self, cfg: ModelConfig, features: int) -> None:
         self.dropout = nn.Dropout(cfg.dropout)
-        self.rnn = BiSRU(features, scaled(cfg.rnn_hidden, cfg.width))
+        self.rnn = BiSRU(features, cfg.rnn_hidden)
         # The report's "1x1 conv 10" on the (frames x 2*hidden) sequence is a per-frame linear layer.
         self.head = nn.Linear(2 * self.rnn.hidden_size, NUM_CLASSES)
 

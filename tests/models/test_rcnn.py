@@ -93,13 +93,20 @@ def test_parameter_counts_at_width_1() -> None:
     assert _n_params(_model("baseline", 1.0)) == 74_496 + 384 + 49_920 + 1_290
 
 
-def test_width_scales_channels_and_hidden_size() -> None:
+def test_width_scales_channels_but_not_the_sru() -> None:
     deep = _model("deep", 0.5)
     assert deep.convs[0].conv.out_channels == 32
     assert deep.conv1x1.out_channels == 128
-    assert deep.rnn.hidden_size == 64 and deep.head.in_features == 128
+    assert deep.rnn.hidden_size == 128 and deep.head.in_features == 256  # the report's SRU at any width
+    for name in ("deep", "shallow"):
+        quarter = _model(name, 0.25)
+        assert quarter.convs[0].conv.out_channels == 16
+        assert quarter.rnn.hidden_size == 128 and quarter.head.in_features == 256
     tiny = _model("shallow", 0.001)
-    assert tiny.convs[0].conv.out_channels == 1 and tiny.rnn.hidden_size == 1
+    assert tiny.convs[0].conv.out_channels == 1 and tiny.rnn.hidden_size == 128
+    assert build_model(ModelConfig(name="deep", width=0.25, rnn_hidden=32)).rnn.hidden_size == 32
+    # deep at width 0.25: conv1x1 gives 64 channels x 1 frequency bin -> SRU input 64 != 2 * 128: skip projected.
+    assert _model("deep", 0.25).rnn.input_size == 64 and _model("deep", 0.25).rnn.projects_skip
     assert _model("baseline", 0.5).gru.hidden_size == 32
 
 
