@@ -17,9 +17,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from kdsed import schema
+from kdsed.baseline_recipe import tags_from_probs, tune_tag_thresholds
 from kdsed.config import DistillConfig, ModelConfig, PostprocessConfig, TrainConfig, VariantSpec
 from kdsed.constants import EVAL, NUM_CLASSES, TEST, WEAK
-from kdsed.metrics import EventScores, bootstrap_scores, event_scores
+from kdsed.metrics import ClipCounts, EventScores, bootstrap_counts, event_scores
 from kdsed.postprocess import fill_invalid_frames, gaussian_smooth, median_smooth
 from kdsed.prepare import PreparedData, weak_matrix
 from kdsed.search import PostprocessChoice, apply_postprocessing, search_postprocessing
@@ -36,6 +37,7 @@ class Outputs:
     test: np.ndarray
     eval: np.ndarray
     train_clip: np.ndarray | None = None  # (n_train, classes) clip probabilities
+    test_clip: np.ndarray | None = None  # (n_test, classes) clip probabilities (tag thresholds are tuned on them)
 
 
 @dataclass
@@ -68,10 +70,7 @@ class VariantOutcome:
 
 def validation_set(data: PreparedData, *, strong: bool) -> TargetSet:
     """The `test` subset with its true tags (and frame labels when `strong`)."""
-    ref = data.reference(TEST)
-    fs = data.subsets[TEST]
-    tags = weak_matrix([tuple(sorted({e.label for e in ref.get(f, [])})) for f in fs.filenames])
-    return TargetSet(fs, weak=tags, strong=data.strong_targets(TEST) if strong else None)
+    return TargetSet(data.subsets[TEST], weak=test_tags(data), strong=data.strong_targets(TEST) if strong else None)
 
 
 def tagging_set(data: PreparedData) -> TargetSet:
@@ -81,13 +80,46 @@ def tagging_set(data: PreparedData) -> TargetSet:
     return TargetSet(fs, weak=data.weak_targets[rows])
 
 
-def pseudo_weak_targets(data: PreparedData, clip_probs: np.ndarray, cfg: DistillConfig) -> np.ndarray:
-    """Clip targets for all training clips: true tags for weak clips, the tagger's for the rest."""
-    pseudo = clip_probs.astype(np.float32)
+def test_tags(data: PreparedData) -> np.ndarray:
+    """The true tags (n_test, classes) of the `test` clips, from their strong labels."""
+    ref = data.reference(TEST)
+    return weak_matrix([tuple(sorted({e.label for e in ref.get(f, [])})) for f in data.subsets[TEST].filenames])
+
+
+def pseudo_weak_thresholds(data: PreparedData, outputs: "Outputs", cfg: DistillConfig) -> np.ndarray:
+    """Per class, the tag threshold of the tagger's clip probabilities that pass 1's pseudo-weak labels use.
+
+    "tuned": the value of 0.0, 0.1, ..., 1.0 with the best clip-level F1 of the tagger on the `test` tags (ties:
+    the lower); "hard": `cfg.pseudo_weak_threshold` for every class; "soft": NaN (no thresholding).
+    """
+    if cfg.pseudo_weak == "soft":
+        return np.full(NUM_CLASSES, np.nan)
     if cfg.pseudo_weak == "hard":
-        pseudo = (pseudo >= cfg.pseudo_weak_threshold).astype(np.float32)
+        return np.full(NUM_CLASSES, cfg.pseudo_weak_threshold)
+    if outputs.test_clip is None:
+        raise ValueError("tuned pseudo-weak thresholds need the tagger's clip probabilities on `test`; this unit "
+                         "was stored without them (trained by an older kdsed: retrain it or set pseudo_weak: hard)")
+    return tune_tag_thresholds(outputs.test_clip, test_tags(data))
+
+
+def baseline_stage1_tags(data: PreparedData, outputs: "Outputs") -> np.ndarray:
+    """Stage 1 of the two-stage baseline tags every training clip: its clip probabilities at the per-class
+    thresholds with the best clip-level F1 on the `test` tags (the recipe tunes them on held-out weak clips;
+    kdsed's stage 1 trains on all weak clips and stops early on `test`, so it tunes there too)."""
+    if outputs.train_clip is None or outputs.test_clip is None:
+        raise ValueError("stage 1 of the baseline was stored without its clip probabilities; retrain it")
+    return tags_from_probs(outputs.train_clip, tune_tag_thresholds(outputs.test_clip, test_tags(data)))
+
+
+def pseudo_weak_targets(data: PreparedData, outputs: "Outputs", cfg: DistillConfig) -> np.ndarray:
+    """Clip targets for all training clips: true tags for weak clips, the tagger's (`cfg.pseudo_weak`) for the rest."""
+    if outputs.train_clip is None:
+        raise ValueError("the tagger's outputs carry no clip probabilities of the training clips")
+    pseudo = outputs.train_clip.astype(np.float32)
+    if cfg.pseudo_weak != "soft":
+        pseudo = tags_from_probs(pseudo, pseudo_weak_thresholds(data, outputs, cfg))
     is_weak = (data.train_subset == WEAK)[:, None]
-    return np.where(is_weak, data.weak_targets, pseudo)
+    return np.where(is_weak, data.weak_targets, pseudo).astype(np.float32)
 
 
 def smooth_pseudo_labels(probs: np.ndarray, smoothing: str, cfg: DistillConfig,
@@ -119,9 +151,9 @@ def predict_all(result: VariantResult, data: PreparedData, device: str = "auto")
     """The model's frame (and clip) probabilities on training, validation and eval clips."""
     model = result.model()
     train_frames, train_clip = predict(model, data.train, device=device)
-    test_frames, _ = predict(model, data.subsets[TEST], device=device)
+    test_frames, test_clip = predict(model, data.subsets[TEST], device=device)
     eval_frames, _ = predict(model, data.subsets[EVAL], device=device)
-    return Outputs(train_frames, test_frames, eval_frames, train_clip)
+    return Outputs(train_frames, test_frames, eval_frames, train_clip, test_clip)
 
 
 def search_choice(data: PreparedData, test_probs: np.ndarray, grid: PostprocessConfig) -> PostprocessChoice:
@@ -138,25 +170,35 @@ def score_with(data: PreparedData, probs: np.ndarray, choice: PostprocessChoice,
     return event_scores(data.reference(subset), estimated)
 
 
-def score_with_interval(data: PreparedData, probs: np.ndarray, choice: PostprocessChoice, subset: str) -> dict:
-    """`score_with` as JSON, with a 95 % bootstrap interval of the macro F1 over the subset's clips (1,000 resamples).
-
-    The resamples depend only on the number of clips (seed 0), so every stage and variant scored on a
-    subset is resampled identically.
-    """
+def eval_counts(data: PreparedData, probs: np.ndarray, choice: PostprocessChoice, subset: str = EVAL) -> ClipCounts:
+    """Per-clip event counts of `probs` on a strongly labelled subset under a fixed post-processing."""
     fs = data.subsets[subset]
     estimated = apply_postprocessing(probs, choice, data.feature_config, fs.filenames, n_valid_frames=fs.n_frames)
-    boot = bootstrap_scores(data.reference(subset), estimated, fs.filenames)
+    return ClipCounts.from_tables(data.reference(subset), estimated, fs.filenames)
+
+
+def scores_with_interval(counts: ClipCounts) -> dict:
+    """The scores of `counts` as JSON, with a 95 % bootstrap interval of the macro F1 (1,000 resamples, seed 0).
+
+    The resamples depend only on the number of clips, so every stage and variant scored on a subset is
+    resampled identically (and the paired differences of `kdsed.stages` use the same resamples).
+    """
+    boot = bootstrap_counts(counts)
     scores = boot.point.to_json()
     scores[schema.MACRO_INTERVAL] = {"f_measure": [boot.macro_f1.low, boot.macro_f1.high], "level": boot.level,
-                            "n_clips": boot.n_clips, "n_resamples": boot.n_resamples}
+                                     "n_clips": boot.n_clips, "n_resamples": boot.n_resamples}
     return scores
 
 
+def score_with_interval(data: PreparedData, probs: np.ndarray, choice: PostprocessChoice, subset: str) -> dict:
+    """`score_with` as JSON, with a 95 % bootstrap interval of the macro F1 over the subset's clips."""
+    return scores_with_interval(eval_counts(data, probs, choice, subset))
+
+
 def train_unit(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, train: TargetSet, data: PreparedData,
-               *, on_epoch: EpochCallback | None = None, checkpoint_dir=None) -> TrainedUnit:
-    """Train one model (early stopping on the validation set) and predict every clip set."""
-    val = validation_set(data, strong=train_cfg.strong_loss_weight > 0)
+               *, on_epoch: EpochCallback | None = None, checkpoint_dir=None, val: TargetSet | None = None) -> TrainedUnit:
+    """Train one model (early stopping on `val`, by default the `test` clips) and predict every clip set."""
+    val = val if val is not None else validation_set(data, strong=train_cfg.strong_loss_weight > 0)
     result = train_variant(model_cfg, train_cfg, train, val, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir)
     return TrainedUnit(name, result, predict_all(result, data, train_cfg.device))
 
@@ -223,7 +265,7 @@ def pseudo_weak_scores(data: PreparedData, targets: np.ndarray) -> dict[str, flo
 
 __all__ = [
     "Outputs", "Scored", "TrainedUnit", "VariantOutcome", "combine_winners", "predict_all", "pseudo_label_scores",
-    "pseudo_weak_scores", "pseudo_weak_targets", "score_unit", "score_with", "score_with_interval", "search_choice", "select_per_class",
+    "pseudo_weak_scores", "pseudo_weak_targets", "pseudo_weak_thresholds", "test_tags", "baseline_stage1_tags", "score_unit", "score_with", "score_with_interval", "scores_with_interval", "eval_counts", "search_choice", "select_per_class",
     "smooth_pseudo_labels", "strong_targets", "tagging_set", "train_unit", "validation_set",
     "variant_training_set",
 ]

@@ -15,7 +15,6 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 
 from kdsed import distill, schema, stages
 from kdsed.atomic import write_text_atomic
@@ -23,7 +22,9 @@ from kdsed.config import ConfigError, ExperimentConfig, SweepConfig, dump_yaml, 
 from kdsed.events import MetadataError
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import write_pseudo_labels
-from kdsed.results import StageReport, format_table
+from kdsed.metrics import ClipCounts
+from kdsed.results import StageReport, format_seed_table, format_table, results_markdown
+from kdsed.topline import TOPLINE_SKIPPED_NOTE
 from kdsed.safety import OutputError, check_output, has_marker, mark_created
 from kdsed.train import epoch_printer
 
@@ -35,40 +36,80 @@ def run_experiment(cfg: ExperimentConfig, out_dir: Path | str, *, data: Prepared
     dump_yaml(cfg, out / schema.CONFIG_FILE)
     data = data or prepare_data(cfg.data, cfg.features)
     reports: list[StageReport] = []
+    counts: dict[str, ClipCounts] = {}  # stage -> its eval counts, for the passes' paired comparisons
+
+    def score(stage: str, units: dict[str, distill.TrainedUnit], t0: float, **kw) -> stages.StageOutcome:
+        outcome = _score(stage, units, cfg, data, t0, earlier=counts, **kw)
+        counts[stage] = outcome.eval_counts
+        reports.append(outcome.report)
+        return outcome
+
+    first = stages.first_units(cfg, hidden_labels=data.hidden_reference() is not None)
+    if cfg.distill.run_topline and data.hidden_reference() is None:
+        print(TOPLINE_SKIPPED_NOTE, file=sys.stderr, flush=True)
+    trained: dict[str, dict[str, distill.TrainedUnit]] = {}  # stage -> variant -> unit
     pseudo_weak = None
-    for spec in stages.first_units(cfg):  # baseline and tagging, each timed on its own
+    for stage in dict.fromkeys(s.stage for s in first):  # baseline, topline, tagging: each stage timed on its own
         t0 = time.perf_counter()
-        unit = _train(spec, cfg, data, out)
-        if spec.stage == schema.TAGGING:
-            pseudo_weak = distill.pseudo_weak_targets(data, unit.outputs.train_clip, cfg.distill)
-        reports.append(_score(spec.stage, {spec.variant: unit}, cfg, data, t0, pseudo_weak).report)
+        trained[stage] = units = {s.variant: _train(s, cfg, data, out) for s in first if s.stage == stage}
+        if stage == schema.TAGGING:
+            pseudo_weak = distill.pseudo_weak_targets(data, units[schema.TAGGING].outputs, cfg.distill)
+        score(stage, units, t0, pseudo_weak=pseudo_weak if stage == schema.TAGGING else None)
+    for spec in stages.baseline_second_stage(cfg):
+        t0 = time.perf_counter()
+        tags = distill.baseline_stage1_tags(data, trained[schema.BASELINE][schema.BASELINE].outputs)
+        score(spec.stage, {spec.variant: _train(spec, cfg, data, out, baseline_tags=tags)}, t0)
     previous = None
     for k in range(1, cfg.distill.passes + 1):
         t0 = time.perf_counter()
         specs = stages.pass_units(cfg, k)
         units = {s.variant: _train(s, cfg, data, out, pseudo_weak=pseudo_weak, previous=previous) for s in specs}
-        outcome = _score(schema.pass_stage(k), units, cfg, data, t0)
+        outcome = score(schema.pass_stage(k), units, t0)
         previous = outcome.merged.train
         write_pseudo_labels(out / schema.pseudo_labels_file(outcome.stage), outcome.pseudo_labels(data))
-        reports.append(outcome.report)
-        print(format_table(reports, baseline_with_tagging=False), file=sys.stderr, flush=True)
+        print(format_table(_in_table_order(reports), baseline_with_tagging=False), file=sys.stderr, flush=True)
+    reports = _in_table_order(reports)
     write_text_atomic(out / schema.RESULTS_JSON, json.dumps([asdict(r) for r in reports], indent=1))
-    write_text_atomic(out / schema.RESULTS_MD, format_table(reports, baseline_with_tagging=False))
+    write_text_atomic(out / schema.RESULTS_MD, results_markdown(reports, baseline_with_tagging=False))
     return reports
 
 
-def _train(spec: stages.UnitSpec, cfg: ExperimentConfig, data: PreparedData, out: Path, *,
-           pseudo_weak: np.ndarray | None = None, previous: np.ndarray | None = None) -> distill.TrainedUnit:
-    train_set = stages.training_set(spec, data, cfg.distill, pseudo_weak=pseudo_weak, previous=previous)
+def run_seeds(cfg: ExperimentConfig, out_dir: Path | str) -> list[list[StageReport]]:
+    """`run_experiment` once per seed of `cfg.seeds` (under `out_dir/seed-<i>/`, the data prepared once); the
+    mean and spread over seeds in `out_dir/results.md`."""
+    out = Path(out_dir)
+    data = prepare_data(cfg.data, cfg.features)
+    seeds = [cfg.seeded(i).train.seed for i in range(cfg.seeds)]
+    runs = []
+    for i, seed in enumerate(seeds):
+        print(f"[kdsed.experiment] seed {seed} ({i + 1} of {cfg.seeds})", file=sys.stderr, flush=True)
+        runs.append(run_experiment(cfg.seeded(i), out / f"seed-{i}", data=data))
+    write_text_atomic(out / schema.RESULTS_MD, seeds_markdown(runs, seeds))
+    return runs
+
+
+def seeds_markdown(runs: list[list[StageReport]], seeds: list[int]) -> str:
+    """The table over seeds, then each seed's results."""
+    per_seed = "\n".join(f"## Seed {s}\n\n{results_markdown(r, baseline_with_tagging=False)}" for s, r in zip(seeds, runs))
+    return (f"## Eval macro F1 over {len(seeds)} seeds (%)\n\n{format_seed_table(runs, seeds)}\n{per_seed}")
+
+
+def _in_table_order(reports: list[StageReport]) -> list[StageReport]:
+    return sorted(reports, key=lambda r: schema.stage_order(r.stage.replace(" ", "-")))
+
+
+def _train(spec: stages.UnitSpec, cfg: ExperimentConfig, data: PreparedData, out: Path, **targets) -> distill.TrainedUnit:
+    train_set = stages.training_set(spec, data, cfg.distill, **targets)
     return distill.train_unit(spec.name, spec.model, spec.train, train_set, data,
                               on_epoch=epoch_printer(spec.name, spec.train.epochs),
-                              checkpoint_dir=out / schema.CHECKPOINTS / spec.name)
+                              checkpoint_dir=out / schema.CHECKPOINTS / spec.name,
+                              val=stages.validation_set(spec, data))
 
 
 def _score(stage: str, units: dict[str, distill.TrainedUnit], cfg: ExperimentConfig, data: PreparedData,
-           started: float, pseudo_weak: np.ndarray | None = None) -> stages.StageOutcome:
+           started: float, **kw) -> stages.StageOutcome:
     choices = stages.search_choices(units, data, cfg.postprocess)
-    return stages.score_stage(stage, units, choices, data, pseudo_weak=pseudo_weak, started=started)
+    return stages.score_stage(stage, units, choices, data, started=started, **kw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=Path("sweeps/laptop.yaml"))
     parser.add_argument("--out", type=Path, default=Path(schema.DEFAULT_EXPERIMENT_OUT))
     parser.add_argument("--passes", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=None, help="run the method once per training seed (default: "
+                                                                "the config's `seeds`, 1) and report mean and spread")
     parser.add_argument("--force", action="store_true", help="write into --out even if kdsed did not make it")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
@@ -85,13 +128,20 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_yaml(SweepConfig, args.config)  # the sweep's YAML; its ray/tracking sections are unused here
         if args.passes is not None:
             cfg = from_dict(SweepConfig, to_dict(replace(cfg, distill=replace(cfg.distill, passes=args.passes))))
+        if args.seeds is not None:
+            cfg = from_dict(SweepConfig, {**to_dict(cfg), "seeds": args.seeds})
         args.out.mkdir(parents=True, exist_ok=True)
         mark_created(args.out, "kdsed.experiment")
+        if cfg.seeds > 1:
+            run_seeds(cfg, args.out)
+            print((args.out / schema.RESULTS_MD).read_text())
+            print(f"total wall time {time.perf_counter() - t0:.0f} s; results in {args.out}")
+            return 0
         reports = run_experiment(cfg, args.out)
     except (ConfigError, MetadataError, FileNotFoundError, OutputError) as e:  # bad input: one line, no traceback
         print(f"kdsed.experiment: error: {e}", file=sys.stderr)
         return 2
-    print(format_table(reports, baseline_with_tagging=False))
+    print(results_markdown(reports, baseline_with_tagging=False))
     print(f"total wall time {time.perf_counter() - t0:.0f} s; results in {args.out}")
     return 0
 

@@ -47,6 +47,7 @@ MAX_SAMPLE_RATE_HZ = 192_000
 #: config key -> largest value accepted without --allow-large (the report ran 4 passes of 30 epochs).
 SWEEP_SIZE_BOUNDS: Mapping[str, float] = {
     "distill.passes": 20,
+    "seeds": 20,
     "tagging_train.epochs": 500,
     "train.epochs": 500,
     "deep.width": 4.0,

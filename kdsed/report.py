@@ -25,7 +25,7 @@ from kdsed import schema
 from kdsed.constants import CLASSES, DEFAULT_TRACKING_URI, MLFLOW_EXPERIMENT
 from kdsed.failures import EXIT_RUNTIME_FAILURE, os_error_line
 from kdsed.report_outputs import REPORT_TITLE, check_report_outputs, figures_folder, mark_figures, store_problem
-from kdsed.results import StageReport, format_table, percent, short_class_name, stage_label
+from kdsed.results import StageReport, percent, results_markdown, short_class_name, stage_label
 from kdsed.safety import OutputError
 
 
@@ -120,9 +120,24 @@ def stage_report(stage_run, variant_runs: list) -> StageReport:
                                                   "eval": schema.scores_from_metrics(r.data.metrics, schema.EVAL)}
                 for r in variant_runs} if len(variant_runs) > 1 else {}
     pseudo = schema.scores_from_metrics(m, schema.PSEUDO) if schema.has_scores(m, schema.PSEUDO) else None
-    return StageReport(schema.stage_title(stage_run.data.tags[schema.TAG_STAGE]), schema.scores_from_metrics(m, schema.VAL),
-                       schema.scores_from_metrics(m, schema.EVAL), wall_time_s=m.get(schema.WALL_TIME, 0.0),
-                       pseudo=pseudo, winners=schema.winners_from_params(stage_run.data.params), variants=variants)
+    stage = stage_run.data.tags[schema.TAG_STAGE]
+    report = StageReport(schema.stage_title(stage), schema.scores_from_metrics(m, schema.VAL),
+                         schema.scores_from_metrics(m, schema.EVAL), wall_time_s=m.get(schema.WALL_TIME, 0.0),
+                         pseudo=pseudo, winners=schema.winners_from_params(stage_run.data.params), variants=variants,
+                         kd_topline_ratio=m.get(schema.KD_TOPLINE_RATIO))
+    report.comparisons = {name: {"against": _compared_with(stage, name, report), **c}
+                          for name, c in schema.comparisons_from_metrics(m).items()}
+    return report
+
+
+def _compared_with(stage: str, comparison: str, report: StageReport) -> str:
+    """What a logged comparison of `stage` was against (the names `kdsed.stages.compare_with_earlier` uses)."""
+    if comparison == schema.WINNERS_VS_BEST_SINGLE:
+        return report.best_single or "best single"
+    k = schema.pass_index(stage) or 0
+    other = {schema.VS_PREVIOUS: schema.TAGGING if k <= 1 else schema.pass_stage(k - 1),
+             schema.VS_BASELINE: schema.BASELINE_TWO_STAGE, schema.VS_TOPLINE: schema.TOPLINE}[comparison]
+    return schema.stage_title(other)
 
 
 def _winners(report: StageReport, stage_run, variant_runs: list) -> dict[str, Winner]:
@@ -198,7 +213,7 @@ def _status(sweep: SweepReport, tracking_uri: str) -> str:
 def render(sweep: SweepReport, tracking_uri: str, figures: dict[str, list[str]] | None = None) -> str:
     """The whole report as Markdown; `figures` maps a run label to figure paths relative to the report."""
     blocks = [f"{REPORT_TITLE}{sweep.sweep_id}", _status(sweep, tracking_uri),
-              "## Results on eval (event-based, %)", format_table(sweep.stages)]
+              "## Results on eval (event-based, %)", results_markdown(sweep.stages)]
     if sweep.winners:
         blocks += ["## Per-class winners (validation F1 %, on `test`)", winners_table(sweep)]
     blocks += ["## Validation macro F1 per stage (%)", validation_table(sweep)]

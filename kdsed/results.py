@@ -6,6 +6,7 @@ Both runners (`kdsed.experiment`, `kdsed.sweep`) build their reports with `kdsed
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -24,6 +25,10 @@ class StageReport:
     pseudo: dict[str, Any] | None = None
     winners: list[str] | None = None
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Paired bootstrap differences of the eval macro F1 (kdsed.schema.COMPARISONS -> {against, point, low, high,
+    #: share_a_better}, fractions) and, for a pass, its macro F1 over the topline's.
+    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    kd_topline_ratio: float | None = None
 
     @property
     def best_single(self) -> str | None:
@@ -39,8 +44,10 @@ def percent(x: float | None) -> str:
 
 
 #: Row labels of the two stages that are not passes.
-STAGE_LABELS = {schema.stage_title(schema.BASELINE): "baseline (DCASE 2018 CRNN)",
-                schema.stage_title(schema.TAGGING): "tagging model (deep, weak labels)"}
+STAGE_LABELS = {schema.stage_title(schema.BASELINE): "baseline, stage 1 only (DCASE 2018 CRNN)",
+                schema.stage_title(schema.BASELINE_TWO_STAGE): "baseline, two-stage (DCASE 2018 recipe)",
+                schema.stage_title(schema.TAGGING): "tagging model (deep, weak labels)",
+                schema.stage_title(schema.TOPLINE): "topline (true strong labels, not KD)"}
 #: Leading words of a class name that qualify the sound rather than name it ("Running_water" is "Water").
 _QUALIFIERS = frozenset({"Electric", "Running"})
 _SMOOTHING_LABELS = {"none": "no smoothing", "median+gaussian": "median+Gauss"}
@@ -61,7 +68,7 @@ def variant_label(variant: str) -> str:
 
 
 def stage_label(report: StageReport) -> str:
-    """The row label of a stage: "baseline (DCASE 2018 CRNN)", "pass 1", "pass 2, per-class winners"."""
+    """The row label of a stage: "tagging model (deep, weak labels)", "pass 1", "pass 2, per-class winners"."""
     if report.stage in STAGE_LABELS:
         return STAGE_LABELS[report.stage]
     return f"{report.stage}, per-class winners" if report.variants else report.stage
@@ -102,6 +109,56 @@ def format_table(reports: list[StageReport], *, baseline_with_tagging: bool = Tr
                  *(percent(ev["class_wise"][c]["f_measure"]) for c in CLASSES), _bold(pseudo_cell, best_pseudo), wall]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+_COMPARISON_LABELS = {schema.WINNERS_VS_BEST_SINGLE: "per-class winners - best single ({against})",
+                      schema.VS_PREVIOUS: "- {against}", schema.VS_BASELINE: "- {against}",
+                      schema.VS_TOPLINE: "- {against}"}
+
+
+def format_comparisons(reports: list[StageReport]) -> str:
+    """The paired comparisons of the stages as a Markdown table: eval macro F1 differences in points with their
+    95 % paired bootstrap intervals, the share of resamples in which the stage is better, and, per pass, its
+    macro F1 as a share of the topline's. Empty when no stage carries a comparison."""
+    lines = ["| stage | difference | Δ macro F1, points [95 % CI] | resamples better | kd_topline_ratio |",
+             "|---|---|---|---|---|"]
+    for r in reports:
+        for name in schema.COMPARISONS:
+            c = r.comparisons.get(name)
+            if c is None:
+                continue
+            share = "n/a" if c.get("share_a_better") is None else f"{100 * c['share_a_better']:.1f} %"
+            ratio = f"{r.kd_topline_ratio:.2f}" if name == schema.VS_TOPLINE and r.kd_topline_ratio is not None else ""
+            label = _COMPARISON_LABELS[name].format(against=c["against"])
+            lines.append(f"| {r.stage} | {label} | {_points(c['point'])} [{_points(c['low'])}, {_points(c['high'])}]"
+                         f" | {share} | {ratio} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+def format_seed_table(runs: Sequence[Sequence[StageReport]], seeds: Sequence[int]) -> str:
+    """The eval macro F1 of every stage over seeds: mean, sample standard deviation, min and max, and each seed's
+    value with its 95 % bootstrap interval (%). `runs[i]` are the reports of seed `seeds[i]`, stages in the same order."""
+    head = ["stage", "mean", "sd", "min", "max", *(f"seed {s} [95 % CI]" for s in seeds)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, first in enumerate(runs[0]):
+        values = [run[i].eval["macro"]["f_measure"] or 0.0 for run in runs]
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        cells = [stage_label(first), *(percent(x) for x in (statistics.fmean(values), sd, min(values), max(values))),
+                 *(percent(run[i].eval["macro"]["f_measure"]) + _interval_cell(run[i].eval) for run in runs)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def results_markdown(reports: list[StageReport], *, baseline_with_tagging: bool = True) -> str:
+    """The results table followed by the paired comparisons (what `results.md` holds and the runners print)."""
+    comparisons = format_comparisons(reports)
+    table = format_table(reports, baseline_with_tagging=baseline_with_tagging)
+    return table + (f"\nPaired differences of the eval macro F1 (1,000 bootstrap resamples of the eval clips, the "
+                    f"same for every stage):\n\n{comparisons}" if comparisons else "")
+
+
+def _points(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.2f}"
 
 
 def _interval_cell(scores: dict[str, Any]) -> str:

@@ -36,9 +36,13 @@ from kdsed.constants import (  # noqa: F401 (the registry's names and default lo
 
 # ---- stages and units ----------------------------------------------------------------------------
 
-BASELINE = "baseline"
+BASELINE = "baseline"  # the official DCASE 2018 baseline's first stage alone (its CRNN on the weak clips)
+BASELINE_TWO_STAGE = "baseline-2stage"  # the whole official recipe: stage 2 trained on stage 1's tags
 TAGGING = "tagging"
+TOPLINE = "topline"  # the models trained on the hidden true strong labels (synthetic data only)
 _PASS = "pass-"
+#: The variants of the topline stage (the deep and shallow models; per class the better one, as in a pass).
+TOPLINE_VARIANTS = ("deep", "shallow")
 #: The variant name of the one unit of pass 1 (the deep model on weak + pseudo-weak labels).
 FIRST_PASS_VARIANT = "deep"
 
@@ -54,9 +58,9 @@ def pass_index(stage: str) -> int | None:
 
 
 def stage_order(stage: str) -> int:
-    """Sort key of a stage: baseline, tagging, pass-1, pass-2, ..."""
+    """Sort key of a stage in tables: baseline, two-stage baseline, tagging, pass-1, pass-2, ..., topline."""
     k = pass_index(stage)
-    return k if k is not None else {BASELINE: -2, TAGGING: -1}.get(stage, 10**6)
+    return k if k is not None else {BASELINE: -3, BASELINE_TWO_STAGE: -2, TAGGING: -1, TOPLINE: 10**5}.get(stage, 10**6)
 
 
 def stage_index(stage: str) -> int:
@@ -64,9 +68,11 @@ def stage_index(stage: str) -> int:
     return pass_index(stage) or 0
 
 
-def expected_stages(passes: int, run_baseline: bool) -> list[str]:
-    """Every stage of a sweep with `passes` passes, in order."""
-    return [*([BASELINE] if run_baseline else []), TAGGING, *(pass_stage(k) for k in range(1, passes + 1))]
+def expected_stages(passes: int, run_baseline: bool, run_topline: bool = False) -> list[str]:
+    """Every stage of a sweep with `passes` passes, in table order."""
+    stages = [*([BASELINE, BASELINE_TWO_STAGE] if run_baseline else []), TAGGING,
+              *(pass_stage(k) for k in range(1, passes + 1)), *([TOPLINE] if run_topline else [])]
+    return sorted(stages, key=stage_order)
 
 
 def stage_title(stage: str) -> str:
@@ -147,6 +153,13 @@ _AVERAGES = ("macro", "micro")
 #: The bootstrap interval of the macro F1 in a scores dict (`{"f_measure": [low, high], "level": ...}`),
 #: logged as `{prefix}_f1_macro_ci_low` / `_ci_high`.
 MACRO_INTERVAL = "macro_interval"
+#: The paired comparisons a stage's report carries (`StageReport.comparisons`): its eval macro F1 minus another's.
+WINNERS_VS_BEST_SINGLE = "winners_vs_best_single"
+VS_PREVIOUS = "vs_previous"
+VS_BASELINE = "vs_baseline"
+VS_TOPLINE = "vs_topline"
+COMPARISONS = (WINNERS_VS_BEST_SINGLE, VS_PREVIOUS, VS_BASELINE, VS_TOPLINE)
+KD_TOPLINE_RATIO = "kd_topline_ratio"
 _CI_BOUNDS = ("ci_low", "ci_high")
 WALL_TIME = "wall_time_s"
 BEST_EPOCH = "best_epoch"
@@ -155,7 +168,6 @@ TRAIN_TIME = "train_time_s"
 #: Per-epoch curves of a unit (steps 1..n).
 TRAIN_LOSS, VAL_LOSS = "train_loss", "val_loss"
 #: The baseline's points on the parent run's per-pass curves are kept apart from tagging's (both step 0).
-_BASELINE_PREFIX = f"{BASELINE}_"
 
 
 def score_metric(prefix: str, stat: str, of: str) -> str:
@@ -180,6 +192,29 @@ def score_metrics(prefix: str, scores: Any) -> dict[str, float]:
     return out
 
 
+def comparison_metric(name: str, bound: str = "") -> str:
+    """`eval_f1_macro_diff_vs_previous`, `..._ci_low`, `..._ci_high`: a paired comparison of the eval macro F1."""
+    return f"{score_metric(EVAL, 'f_measure', 'macro')}_diff_{name}" + (f"_{bound}" if bound else "")
+
+
+_DIFF_KEYS = (("point", ""), ("low", _CI_BOUNDS[0]), ("high", _CI_BOUNDS[1]))
+
+
+def comparison_metrics(comparisons: Mapping[str, Mapping[str, Any]], kd_topline_ratio: float | None) -> dict[str, float]:
+    """A stage's paired comparisons (`StageReport.comparisons`) and `kd_topline_ratio` as MLflow metrics."""
+    out = {comparison_metric(name, bound): float(c[key]) for name, c in comparisons.items()
+           for key, bound in _DIFF_KEYS if c.get(key) is not None}
+    if kd_topline_ratio is not None:
+        out[KD_TOPLINE_RATIO] = float(kd_topline_ratio)
+    return out
+
+
+def comparisons_from_metrics(metrics: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+    """The inverse of `comparison_metrics` for the comparisons (their `against` left for the reader to fill)."""
+    return {name: {key: metrics.get(comparison_metric(name, bound)) for key, bound in _DIFF_KEYS}
+            for name in COMPARISONS if comparison_metric(name) in metrics}
+
+
 def scores_from_metrics(metrics: Mapping[str, float], prefix: str) -> dict[str, Any]:
     """Event scores in `EventScores.to_json` form from `{prefix}_f1_macro`, ... (the inverse of `score_metrics`)."""
     def fpr(of: str) -> dict[str, float | None]:
@@ -201,7 +236,10 @@ def per_pass_metrics(metrics: Mapping[str, float], stage: str) -> dict[str, floa
     wanted = {score_metric(p, stat, a) for p in (VAL, EVAL) for stat, _ in _STATS for a in _AVERAGES}
     wanted |= {score_metric(p, "f_measure", c) for p in (VAL, EVAL) for c in CLASSES}
     points = {k: v for k, v in metrics.items() if k in wanted}
-    return {f"{_BASELINE_PREFIX}{k}": v for k, v in points.items()} if stage == BASELINE else points
+    if stage == TAGGING or pass_index(stage) is not None:
+        return points
+    # The stages beside the method (baselines, topline) have curves of their own: "baseline_eval_f1_macro".
+    return {f"{stage.replace('-', '_')}_{k}": v for k, v in points.items()}
 
 
 def timing_metric(part: str) -> str:

@@ -15,24 +15,28 @@ What a stage computes is added here (e.g. an interval, another metric) and both 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Mapping
 
 import numpy as np
 
-from kdsed import distill, schema
+from kdsed import baseline_recipe, distill, schema
 from kdsed.config import DistillConfig, ExperimentConfig, ModelConfig, PostprocessConfig, TrainConfig, VariantSpec
-from kdsed.constants import CLASSES, EVAL, TEST
+from kdsed.constants import CLASSES, TEST
 from kdsed.distill import Outputs, TrainedUnit, VariantOutcome
 from kdsed.prepare import PreparedData
 from kdsed.pseudolabels import PseudoLabels
 from kdsed.results import StageReport
 from kdsed.search import PostprocessChoice
+from kdsed.metrics import ClipCounts, paired_difference_counts
+from kdsed.topline import TOPLINE_SKIPPED_NOTE, topline_training_set
 from kdsed.train import TargetSet
 
 #: What a unit trains on: the weak tags (baseline, tagging), weak + pseudo-weak tags (pass 1), or the
 #: smoothed strong pseudo-labels of the previous pass with the weak tags (the variants of pass k >= 2).
-TargetKind = Literal["weak", "pseudo-weak", "pseudo-strong"]
+#: The topline trains on the hidden true strong labels; stage 2 of the two-stage baseline on stage 1's tags of the
+#: in-domain clips, repeated over the frames.
+TargetKind = Literal["weak", "pseudo-weak", "pseudo-strong", "hidden-strong", "baseline-tags"]
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,25 @@ class UnitSpec:
         return schema.unit_folder_name(self.name)
 
 
-def first_units(cfg: ExperimentConfig) -> list[UnitSpec]:
-    """Stage 0: the baseline (if asked for) and the tagging model, both on the weak labels only."""
-    tagging = UnitSpec(schema.unit_name(schema.TAGGING), "weak", cfg.deep, cfg.tagging_train)
+def first_units(cfg: ExperimentConfig, *, hidden_labels: bool = False) -> list[UnitSpec]:
+    """Stage 0: the baseline (if asked for) and the tagging model on the weak labels; the topline when asked for
+    and the data has `hidden_labels` (every unit here needs only the data, so the sweep trains them together).
+    The tagging model is last."""
+    units = [UnitSpec(schema.unit_name(schema.BASELINE), "weak", cfg.baseline, cfg.tagging_train)
+             ] if cfg.distill.run_baseline else []
+    if cfg.distill.run_topline and hidden_labels:
+        units += [UnitSpec(schema.unit_name(schema.TOPLINE, m), "hidden-strong", cfg.model_config(m), cfg.train)
+                  for m in schema.TOPLINE_VARIANTS]
+    return [*units, UnitSpec(schema.unit_name(schema.TAGGING), "weak", cfg.deep, cfg.tagging_train)]
+
+
+def baseline_second_stage(cfg: ExperimentConfig) -> list[UnitSpec]:
+    """Stage 2 of the official two-stage baseline (kdsed.baseline_recipe): the baseline CRNN trained at frame level
+    on stage 1's tags of the in-domain clips, validated on the weak clips; none when the baseline is off."""
     if not cfg.distill.run_baseline:
-        return [tagging]
-    return [UnitSpec(schema.unit_name(schema.BASELINE), "weak", cfg.baseline, cfg.tagging_train), tagging]
+        return []
+    train = replace(cfg.tagging_train, strong_loss_weight=1.0, weak_loss_weight=0.0)
+    return [UnitSpec(schema.unit_name(schema.BASELINE_TWO_STAGE), "baseline-tags", cfg.baseline, train)]
 
 
 def pass_units(cfg: ExperimentConfig, k: int) -> list[UnitSpec]:
@@ -77,10 +94,20 @@ def pass_units(cfg: ExperimentConfig, k: int) -> list[UnitSpec]:
 
 
 def training_set(spec: UnitSpec, data: PreparedData, cfg: DistillConfig, *, pseudo_weak: np.ndarray | None = None,
-                 previous: np.ndarray | None = None) -> TargetSet:
-    """A unit's training targets, from the tagger's pseudo-weak labels (pass 1) or the previous pass's labels."""
+                 previous: np.ndarray | None = None, baseline_tags: np.ndarray | None = None) -> TargetSet:
+    """A unit's training targets: the weak tags, the hidden labels (topline), stage 1's tags (two-stage baseline),
+    the tagger's pseudo-weak labels (pass 1) or the previous pass's labels."""
     if spec.targets == "weak":
         return distill.tagging_set(data)
+    if spec.targets == "hidden-strong":
+        targets = topline_training_set(data)
+        if targets is None:
+            raise ValueError(f"{spec.name}: {TOPLINE_SKIPPED_NOTE}")
+        return targets
+    if spec.targets == "baseline-tags":
+        if baseline_tags is None:
+            raise ValueError(f"{spec.name}: stage 2 of the baseline trains on stage 1's tags, but none were given")
+        return baseline_recipe.stage2_training_set(data, baseline_tags, 0.5)  # the tags are 0/1 already
     if spec.targets == "pseudo-weak":
         if pseudo_weak is None:
             raise ValueError(f"{spec.name}: pass 1 trains on the pseudo-weak labels, but none were given")
@@ -88,6 +115,14 @@ def training_set(spec: UnitSpec, data: PreparedData, cfg: DistillConfig, *, pseu
     if previous is None:
         raise ValueError(f"{spec.name}: a variant trains on the previous pass's pseudo-labels, but none were given")
     return distill.variant_training_set(data, previous, VariantSpec(spec.model.name, spec.smoothing), cfg)
+
+
+def validation_set(spec: UnitSpec, data: PreparedData) -> TargetSet:
+    """What a unit stops early on: the `test` clips (their frame labels too when it trains at frame level), or,
+    for stage 2 of the two-stage baseline, the weak clips with their tags over the frames (as the recipe)."""
+    if spec.targets == "baseline-tags":
+        return baseline_recipe.stage2_validation_set(data)
+    return distill.validation_set(data, strong=spec.train.strong_loss_weight > 0)
 
 
 def search_choices(units: Mapping[str, TrainedUnit], data: PreparedData,
@@ -106,7 +141,8 @@ class StageOutcome:
     choice: PostprocessChoice  # per class, the winner's post-processing
     merged: Outputs  # per class, the winner's outputs
     report: StageReport
-    unit_eval: dict[str, dict]  # variant -> its eval scores with the macro-F1 interval (`score_with_interval`)
+    unit_eval: dict[str, dict]  # variant -> its eval scores with the macro-F1 interval (`scores_with_interval`)
+    eval_counts: ClipCounts | None = None  # per-clip counts of the merged outputs on `eval` (for paired comparisons)
 
     @property
     def is_pass(self) -> bool:
@@ -123,29 +159,61 @@ class StageOutcome:
 
 
 def score_stage(stage: str, units: Mapping[str, TrainedUnit], choices: Mapping[str, PostprocessChoice],
-                data: PreparedData, *, pseudo_weak: np.ndarray | None = None,
-                started: float | None = None) -> StageOutcome:
+                data: PreparedData, *, pseudo_weak: np.ndarray | None = None, started: float | None = None,
+                earlier: Mapping[str, ClipCounts] | None = None) -> StageOutcome:
     """Score a trained stage: per unit and per class winners on `test`, the merged outputs on `test` and `eval`.
 
     `units` and `choices` are keyed by variant name. `pseudo_weak`: the tagging stage's pseudo-weak labels,
     scored against the hidden labels when the data has them. `started`: `time.perf_counter()` when the
-    stage began (its report's wall time), else 0.
+    stage began (its report's wall time), else 0. `earlier`: the eval counts of the stages scored before
+    (stage -> `StageOutcome.eval_counts`), for a pass's paired comparisons (`compare_with_earlier`).
     """
     scored = {variant: distill.score_unit(data, unit, choices[variant]) for variant, unit in units.items()}
     winners = list(distill.select_per_class({v: o.scored.choice.f1 for v, o in scored.items()}))
     merged, choice = distill.combine_winners(scored, winners)
     is_pass = schema.pass_index(stage) is not None
     val = distill.score_with(data, merged.test, choice, TEST)
-    ev = distill.score_with_interval(data, merged.eval, choice, EVAL)
-    unit_eval = {v: distill.score_with_interval(data, o.outputs.eval, o.scored.choice, EVAL) for v, o in scored.items()}
-    report = StageReport(schema.stage_title(stage), val.to_json(), ev, wall_time_s=0.0,
-                         pseudo=_pseudo_scores(data, merged.train, choice, pseudo_weak, is_pass),
-                         winners=winners if is_pass else None,
+    counts = distill.eval_counts(data, merged.eval, choice)
+    unit_counts = {v: distill.eval_counts(data, o.outputs.eval, o.scored.choice) for v, o in scored.items()}
+    unit_eval = {v: distill.scores_with_interval(c) for v, c in unit_counts.items()}
+    report = StageReport(schema.stage_title(stage), val.to_json(), distill.scores_with_interval(counts),
+                         wall_time_s=0.0, pseudo=_pseudo_scores(data, merged.train, choice, pseudo_weak, is_pass),
+                         winners=winners if len(scored) > 1 or is_pass else None,
                          variants={v: {"val": o.scored.val.to_json(), "eval": unit_eval[v]}
                                    for v, o in scored.items()} if len(scored) > 1 else {})
+    if report.best_single is not None:
+        report.comparisons[schema.WINNERS_VS_BEST_SINGLE] = _paired(counts, unit_counts[report.best_single],
+                                                                    report.best_single)
+    if is_pass and earlier:
+        compare_with_earlier(report, stage, counts, earlier)
     if started is not None:
         report.wall_time_s = time.perf_counter() - started
-    return StageOutcome(stage, scored, winners, choice, merged, report, unit_eval)
+    return StageOutcome(stage, scored, winners, choice, merged, report, unit_eval, counts)
+
+
+def compare_with_earlier(report: StageReport, stage: str, counts: ClipCounts,
+                         earlier: Mapping[str, ClipCounts]) -> None:
+    """A pass's paired bootstrap differences (eval macro F1, the same resamples) against the stages before it.
+
+    Against the previous pass (pass 1: the tagging model), the two-stage baseline and the topline, when they
+    were scored; the ratio of its macro F1 to the topline's is `kd_topline_ratio`.
+    """
+    k = schema.pass_index(stage)
+    previous = schema.TAGGING if k == 1 else schema.pass_stage(k - 1)
+    against = {schema.VS_PREVIOUS: previous, schema.VS_BASELINE: schema.BASELINE_TWO_STAGE,
+               schema.VS_TOPLINE: schema.TOPLINE}
+    for name, other in against.items():
+        if other in earlier:
+            report.comparisons[name] = _paired(counts, earlier[other], schema.stage_title(other))
+    if schema.TOPLINE in earlier:
+        topline_f1 = earlier[schema.TOPLINE].scores().macro.f_measure
+        report.kd_topline_ratio = counts.scores().macro.f_measure / topline_f1 if topline_f1 > 0 else None
+
+
+def _paired(a: ClipCounts, b: ClipCounts, against: str) -> dict:
+    """The paired difference a - b of the eval macro F1 as the report keeps it (fractions)."""
+    diff = paired_difference_counts(a, b)
+    return {"against": against, **diff.macro_f1.to_json(), "share_a_better": diff.to_json()["macro"]["share_a_better"]}
 
 
 def _pseudo_scores(data: PreparedData, train_probs: np.ndarray, choice: PostprocessChoice,
@@ -158,5 +226,5 @@ def _pseudo_scores(data: PreparedData, train_probs: np.ndarray, choice: Postproc
     return {schema.TAGGING: weak} if weak else None
 
 
-__all__ = ["StageOutcome", "TargetKind", "UnitSpec", "first_units", "pass_units", "score_stage", "search_choices",
-           "training_set"]
+__all__ = ["StageOutcome", "TargetKind", "UnitSpec", "baseline_second_stage", "compare_with_earlier", "first_units",
+           "pass_units", "score_stage", "search_choices", "training_set", "validation_set"]

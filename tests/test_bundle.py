@@ -15,8 +15,7 @@ from kdsed.bundle import (
     CLASS_FILE, MANIFEST_FILE, WEIGHTS_FILE, BundleError, assemble_bundle, load_bundle, read_class_bundle,
     sha256_file, write_class_bundle,
 )
-from kdsed.config import FeatureConfig, ModelConfig
-from kdsed.constants import CLASS_INDEX, CLASSES
+from kdsed.constants import CLASSES
 from kdsed.features import Normalizer
 from kdsed.models import build_model
 

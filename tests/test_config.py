@@ -125,7 +125,7 @@ def test_to_dict_is_plain_data():
     ({"distill": {"variants": [{"model": "deep"}, {"model": "deep", "smoothing": "none"}]}},
      "distill.variants: has duplicates"),
     ({"distill": {"variants": []}}, "distill.variants: must name at least one variant"),
-    ({"distill": {"pseudo_weak": "fuzzy"}}, "distill.pseudo_weak: 'fuzzy' is not one of 'soft', 'hard'"),
+    ({"distill": {"pseudo_weak": "fuzzy"}}, "distill.pseudo_weak: 'fuzzy' is not one of 'tuned', 'soft', 'hard'"),
     ({"ray": {"use_gpu": "maybe"}}, "ray.use_gpu: 'maybe' is not one of 'auto', 'yes', 'no'"),
     ({"deep": {"name": "shallow"}}, "deep.name: must be 'deep'"),
     ({"deep": {"name": "huge"}}, "deep.name: 'huge' is not one of"),

@@ -145,18 +145,44 @@ def test_pseudo_weak_targets_hard_soft_and_true_tags():
     clip_probs[:, DOG] = 0.5
     clip_probs[:, CAT] = 0.49
     clip_probs[:, SPEECH] = 0.8
-    hard = pseudo_weak_targets(data, clip_probs, DistillConfig(pseudo_weak="hard", pseudo_weak_threshold=0.5))
+    tagger = Outputs(None, None, None, train_clip=clip_probs)
+    hard = pseudo_weak_targets(data, tagger, DistillConfig(pseudo_weak="hard", pseudo_weak_threshold=0.5))
     np.testing.assert_array_equal(hard[:2], data.weak_targets[:2])  # weak clips keep their true tags
     expected = np.zeros(NUM_CLASSES, np.float32)
     expected[[DOG, SPEECH]] = 1.0  # >= threshold
     np.testing.assert_array_equal(hard[2], expected)
     np.testing.assert_array_equal(hard[3], expected)
-    soft = pseudo_weak_targets(data, clip_probs, DistillConfig(pseudo_weak="soft"))
+    soft = pseudo_weak_targets(data, tagger, DistillConfig(pseudo_weak="soft"))
     np.testing.assert_array_equal(soft[:2], data.weak_targets[:2])
     np.testing.assert_array_equal(soft[2:], clip_probs[2:])
     assert not np.isnan(hard).any() and not np.isnan(soft).any()
-    higher = pseudo_weak_targets(data, clip_probs, DistillConfig(pseudo_weak="hard", pseudo_weak_threshold=0.7))
+    higher = pseudo_weak_targets(data, tagger, DistillConfig(pseudo_weak="hard", pseudo_weak_threshold=0.7))
     assert higher[2].tolist() == [1.0 if c == SPEECH else 0.0 for c in range(NUM_CLASSES)]
+
+
+def test_tuned_pseudo_weak_labels_threshold_each_class_where_the_tagger_tags_test_best(monkeypatch):
+    """A shy tagger (Dog at 0.2-0.3 where Dog sounds) gets Dog tags with tuned thresholds, none at 0.5."""
+    import kdsed.distill as distill
+
+    data = tiny_data()
+    test_truth = np.zeros((6, NUM_CLASSES), np.float32)
+    test_truth[:3, DOG] = 1.0
+    test_clip = np.full((6, NUM_CLASSES), 0.05, np.float32)
+    test_clip[:3, DOG] = [0.25, 0.3, 0.35]  # Dog clips of `test`: the tagger's Dog probability is low but ranks them
+    test_clip[3:, DOG] = 0.1
+    monkeypatch.setattr(distill, "test_tags", lambda _data: test_truth)
+    train_clip = np.full((4, NUM_CLASSES), 0.05, np.float32)
+    train_clip[2, DOG] = 0.32
+    tagger = Outputs(None, None, None, train_clip=train_clip, test_clip=test_clip)
+    thresholds = distill.pseudo_weak_thresholds(data, tagger, DistillConfig(pseudo_weak="tuned"))
+    assert thresholds[DOG] == pytest.approx(0.2)  # the lowest threshold that tags exactly the 3 Dog clips of test
+    tuned = pseudo_weak_targets(data, tagger, DistillConfig(pseudo_weak="tuned"))
+    hard = pseudo_weak_targets(data, tagger, DistillConfig(pseudo_weak="hard"))
+    assert tuned[2, DOG] == 1.0 and hard[2, DOG] == 0.0
+    assert tuned[3, DOG] == 0.0  # 0.05 < 0.2
+    np.testing.assert_array_equal(tuned[:2], data.weak_targets[:2])
+    with pytest.raises(ValueError, match="clip probabilities on `test`"):
+        pseudo_weak_targets(data, Outputs(None, None, None, train_clip=train_clip), DistillConfig(pseudo_weak="tuned"))
 
 
 def test_variant_training_set_smooths_then_masks():

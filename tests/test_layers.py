@@ -16,7 +16,7 @@ LAYERS = [
     {"prepare", "search", "plots", "results", "train", "bundle"},
     {"distill", "topline", "baseline_recipe", "predict", "registry"},
     {"stages"},
-    {"experiment", "sweep", "report", "report_outputs"},
+    {"experiment", "sweep", "report", "report_outputs", "ablations"},
 ]
 #: The two runners and the report stand side by side: none imports another.
 SIDE_BY_SIDE = {"experiment", "sweep", "report"}

@@ -37,7 +37,7 @@ def test_sweep_table_layout_and_values():
     assert lines[1] == "|" + "---|" * 16
     classes = lambda start: " | ".join(f"{start + k:.2f}" for k in range(10))  # noqa: E731
     assert lines[2:] == [
-        f"| baseline (DCASE 2018 CRNN) | 5.78 | 3.60 | 22.86 | {classes(0)} |  |  |",
+        f"| baseline, stage 1 only (DCASE 2018 CRNN) | 5.78 | 3.60 | 22.86 | {classes(0)} |  |  |",
         f"| tagging model (deep, weak labels) | 8.71 | 6.71 | 17.27 | {classes(10)} |  | 222 (with baseline) |",
         f"| pass 1 | 4.05 | n/a | 20.59 | {classes(0)} | 3.88 | 85 |",
         f"| pass 2, per-class winners | **13.20** | 11.50 | 23.80 | {classes(20)} | **12.00** | 319 |",
@@ -88,3 +88,50 @@ def test_interval_survives_the_mlflow_metric_round_trip():
     back = schema.scores_from_metrics(metrics, "eval")
     assert back[schema.MACRO_INTERVAL]["f_measure"] == [0.1321, 0.1805]
     assert format_table([StageReport("pass 1", js, back, 1.0)]) == format_table([StageReport("pass 1", js, js, 1.0)])
+
+
+def test_comparisons_table_reads_the_paired_differences_in_points():
+    from kdsed import schema
+    from kdsed.results import StageReport, format_comparisons, results_markdown
+
+    empty = {"macro": {"f_measure": 0.1, "precision": 0.1, "recall": 0.1},
+             "class_wise": {c: {"f_measure": 0.1} for c in CLASSES}}
+    plain = StageReport("tagging", empty, empty, 1.0)
+    assert format_comparisons([plain]) == ""
+    assert results_markdown([plain]) == format_table([plain])
+    passed = StageReport("pass 2", empty, empty, 1.0, kd_topline_ratio=0.5, comparisons={
+        schema.VS_PREVIOUS: {"against": "pass 1", "point": -0.0123, "low": -0.031, "high": 0.0052,
+                             "share_a_better": 0.09},
+        schema.VS_TOPLINE: {"against": "topline", "point": -0.2, "low": -0.25, "high": -0.15, "share_a_better": 0.0}})
+    lines = format_comparisons([plain, passed]).splitlines()
+    assert lines[2:] == ["| pass 2 | - pass 1 | -1.23 [-3.10, +0.52] | 9.0 % |  |",
+                         "| pass 2 | - topline | -20.00 [-25.00, -15.00] | 0.0 % | 0.50 |"]
+    assert "Paired differences" in results_markdown([plain, passed])
+
+
+def test_seed_table_gives_mean_spread_and_each_seeds_interval():
+    from kdsed import schema
+    from kdsed.results import StageReport, format_seed_table
+
+    def report(stage: str, f1: float) -> StageReport:
+        ev = {"macro": {"f_measure": f1, "precision": f1, "recall": f1},
+              "class_wise": {c: {"f_measure": f1} for c in CLASSES},
+              schema.MACRO_INTERVAL: {"f_measure": [f1 - 0.01, f1 + 0.02]}}
+        return StageReport(stage, ev, ev, 1.0)
+
+    runs = [[report("tagging", 0.10), report("pass 1", 0.20)], [report("tagging", 0.12), report("pass 1", 0.26)],
+            [report("tagging", 0.14), report("pass 1", 0.23)]]
+    lines = format_seed_table(runs, [0, 1, 2]).splitlines()
+    assert lines[0] == "| stage | mean | sd | min | max | seed 0 [95 % CI] | seed 1 [95 % CI] | seed 2 [95 % CI] |"
+    assert lines[2] == ("| tagging model (deep, weak labels) | 12.00 | 2.00 | 10.00 | 14.00 | 10.00 [9.00, 12.00] | "
+                        "12.00 [11.00, 14.00] | 14.00 [13.00, 16.00] |")
+    assert lines[3].startswith("| pass 1 | 23.00 | 3.00 | 20.00 | 26.00 | 20.00 [19.00, 22.00] |")
+
+
+def test_seeded_config_seeds_both_trainings_and_keeps_the_data():
+    from kdsed.config import ExperimentConfig
+
+    cfg = ExperimentConfig(seeds=3)
+    third = cfg.seeded(2)
+    assert (third.seeds, third.tagging_train.seed, third.train.seed) == (1, 2, 2)
+    assert third.data == cfg.data and third.deep == cfg.deep

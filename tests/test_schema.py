@@ -15,8 +15,10 @@ from kdsed.search import PostprocessChoice
 
 
 def test_stage_and_unit_names():
-    assert schema.expected_stages(3, True) == ["baseline", "tagging", "pass-1", "pass-2", "pass-3"]
+    assert schema.expected_stages(3, True) == ["baseline", "baseline-2stage", "tagging", "pass-1", "pass-2", "pass-3"]
     assert schema.expected_stages(1, False) == ["tagging", "pass-1"]
+    assert schema.expected_stages(2, True, True) == ["baseline", "baseline-2stage", "tagging", "pass-1", "pass-2",
+                                                     "topline"]
     assert [schema.pass_index(s) for s in ("pass-12", "tagging", "baseline")] == [12, None, None]
     assert [schema.stage_index(s) for s in ("baseline", "tagging", "pass-2")] == [0, 0, 2]
     assert sorted(["pass-10", "pass-2", "tagging", "baseline"], key=schema.stage_order) == \

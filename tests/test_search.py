@@ -8,13 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from kdsed.config import FeatureConfig, PostprocessConfig
+from kdsed.config import PostprocessConfig
 from kdsed.constants import CLASS_INDEX, CLASSES, NUM_CLASSES
 from kdsed.events import Event
 from kdsed.metrics import sed_eval_scores
 from kdsed.postprocess import (
     decode_events,
-    events_to_frame_targets,
     fill_invalid_frames,
     gaussian_smooth,
     median_smooth,

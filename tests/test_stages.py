@@ -26,8 +26,16 @@ def test_units_of_every_stage():
                                                                      VariantSpec("shallow", "median"))))
     assert [(u.name, u.targets, u.model.name) for u in stages.first_units(cfg)] == [
         ("baseline", "weak", "baseline"), ("tagging", "weak", "deep")]
-    no_baseline = replace(cfg, distill=replace(cfg.distill, run_baseline=False))
-    assert [u.name for u in stages.first_units(no_baseline)] == ["tagging"]
+    # With hidden labels (the synthetic set) stage 0 trains the topline too: both models, the passes' budget.
+    assert [(u.name, u.targets, u.model.name, u.train == cfg.train) for u in stages.first_units(cfg, hidden_labels=True)] == [
+        ("baseline", "weak", "baseline", False), ("topline/deep", "hidden-strong", "deep", True),
+        ("topline/shallow", "hidden-strong", "shallow", True), ("tagging", "weak", "deep", False)]
+    [second] = stages.baseline_second_stage(cfg)
+    assert (second.name, second.targets, second.model.name) == ("baseline-2stage", "baseline-tags", "baseline")
+    assert (second.train.strong_loss_weight, second.train.weak_loss_weight) == (1.0, 0.0)
+    no_baseline = replace(cfg, distill=replace(cfg.distill, run_baseline=False, run_topline=False))
+    assert [u.name for u in stages.first_units(no_baseline, hidden_labels=True)] == ["tagging"]
+    assert stages.baseline_second_stage(no_baseline) == []
     [first] = stages.pass_units(cfg, 1)
     assert (first.name, first.targets, first.train) == ("pass-1/deep", "pseudo-weak", cfg.tagging_train)
     assert [(u.name, u.stage, u.variant, u.folder_name, u.model.name, u.smoothing, u.train == cfg.train)
@@ -42,6 +50,8 @@ def test_a_unit_without_the_labels_it_trains_on_is_refused():
         stages.training_set(stages.pass_units(cfg, 1)[0], None, cfg.distill)
     with pytest.raises(ValueError, match="pass-2/deep-none: a variant trains on the previous pass's"):
         stages.training_set(stages.pass_units(cfg, 2)[0], None, cfg.distill)
+    with pytest.raises(ValueError, match="baseline-2stage: stage 2 of the baseline trains on stage 1's tags"):
+        stages.training_set(stages.baseline_second_stage(cfg)[0], None, cfg.distill)
 
 
 # ---- on the finished smoke sweep -------------------------------------------------------------------
@@ -63,7 +73,8 @@ def saved_stage(folder: Path, stage: str) -> dict:
 def comparable(outcome: stages.StageOutcome) -> dict:
     report = asdict(outcome.report)
     report.pop("wall_time_s")
-    return {"report": report, "choice": outcome.choice.to_dict(), "winners": outcome.winners}
+    return {"report": report, "choice": outcome.choice.to_dict(), "winners": outcome.winners,
+            "eval_counts": outcome.eval_counts.to_json()}
 
 
 @pytest.mark.slow
@@ -87,24 +98,35 @@ def test_score_stage_on_the_sweeps_units_gives_the_sweeps_reports(finished_sweep
         unit = read_unit(storage, schema.unit_folder(sweep_id, spec.name), spec.train)
         return unit.result, unit.outputs
 
-    baseline, tagging = stages.first_units(cfg)
-    tagger_outputs = _stored(tagging)[1]
-    pseudo_weak = distill.pseudo_weak_targets(data, tagger_outputs.train_clip, cfg.distill)
-    outcomes = [score(schema.BASELINE, [baseline]), score(schema.TAGGING, [tagging], pseudo_weak=pseudo_weak),
-                *(score(schema.pass_stage(k), stages.pass_units(cfg, k)) for k in range(1, cfg.distill.passes + 1))]
+    first = stages.first_units(cfg, hidden_labels=True)
+    pseudo_weak = distill.pseudo_weak_targets(data, _stored(first[-1])[1], cfg.distill)
+    earlier = {}
+
+    def scored(stage: str, specs: list, **kw) -> stages.StageOutcome:
+        outcome = score(stage, specs, earlier=earlier, **kw)
+        earlier[stage] = outcome.eval_counts
+        return outcome
+
+    outcomes = [scored(schema.BASELINE, first[:1]), scored(schema.TOPLINE, first[1:3]),
+                scored(schema.TAGGING, first[3:], pseudo_weak=pseudo_weak),
+                scored(schema.BASELINE_TWO_STAGE, stages.baseline_second_stage(cfg)),
+                *(scored(schema.pass_stage(k), stages.pass_units(cfg, k)) for k in range(1, cfg.distill.passes + 1))]
     for outcome in outcomes:
         assert comparable(outcome) == saved_stage(folder, outcome.stage), outcome.stage
+    # The passes' paired comparisons: against the stage before, the two-stage baseline and the topline.
+    assert set(outcomes[-1].report.comparisons) == set(schema.COMPARISONS)
+    assert outcomes[-1].report.kd_topline_ratio is not None
     # What the sweep hands from pass to pass: the pseudo-labels in its Parquet files are the merged outputs.
     from kdsed.pseudolabels import read_pseudo_labels
 
-    for outcome in outcomes[2:]:
+    for outcome in outcomes[4:]:
         written = read_pseudo_labels(folder / schema.pseudo_labels_file(outcome.stage),
                                      frames=data.train.features.shape[1], order=data.train.filenames)
         expected = outcome.pseudo_labels(data, sweep_id=sweep_id)
         np.testing.assert_array_equal(written.probs, expected.probs)
         assert {k: v for k, v in written.meta.items() if k not in ("schema_version", "classes")} == \
             json.loads(json.dumps(expected.meta))
-    assert outcomes[1].report.pseudo is None or set(outcomes[1].report.pseudo) == {schema.TAGGING}
+    assert outcomes[2].report.pseudo is None or set(outcomes[2].report.pseudo) == {schema.TAGGING}
 
 
 @pytest.mark.slow
@@ -123,9 +145,9 @@ def test_serial_runner_gives_the_sweeps_reports(finished_sweep, tmp_path):
         reports = run_experiment(cfg, tmp_path / "serial")
     finally:
         torch.set_num_threads(threads)
-    expected = [saved_stage(folder, s)["report"] for s in schema.expected_stages(cfg.distill.passes, True)]
+    expected = [saved_stage(folder, s)["report"] for s in schema.expected_stages(cfg.distill.passes, True, True)]
     got = [{k: v for k, v in asdict(r).items() if k != "wall_time_s"} for r in reports]
-    assert [r["stage"] for r in got] == ["baseline", "tagging", "pass 1", "pass 2"]
+    assert [r["stage"] for r in got] == ["baseline", "baseline 2stage", "tagging", "pass 1", "pass 2", "topline"]
     for mine, theirs in zip(got, expected):
         assert mine == theirs, mine["stage"]
     for k in range(1, cfg.distill.passes + 1):

@@ -10,6 +10,7 @@ audio: its log-mel is finite, see `kdsed.features.LOG_EPS`).
 from __future__ import annotations
 
 import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +133,8 @@ def _resample(x: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
 
     return librosa.resample(x, orig_sr=orig_rate, target_sr=target_rate, res_type="soxr_hq")
 
-def check_audio_header(path: Any) -> None:
+
+def check_audio_header(path: "str | os.PathLike[str]") -> None:
     """Refuse an audio file whose header declares more channels or a higher rate than the bounds (reads the header only)."""
     try:
         info = sf.info(str(path))

@@ -70,6 +70,17 @@ class ClipCounts:
     def __len__(self) -> int:
         return len(self.filenames)
 
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data (lists of ints), read back by `from_json`."""
+        return {"filenames": list(self.filenames), "tp": self.tp.tolist(), "n_sys": self.n_sys.tolist(),
+                "n_ref": self.n_ref.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClipCounts:
+        shape = (len(data["filenames"]), NUM_CLASSES)
+        arrays = (np.asarray(data[k], dtype=np.int64).reshape(shape) for k in ("tp", "n_sys", "n_ref"))
+        return cls(tuple(data["filenames"]), *arrays)
+
     def scores(self) -> EventScores:
         """Scores of the whole clip set (equal to `event_scores` on the same tables)."""
         tp, n_sys, n_ref = (a.sum(axis=0) for a in (self.tp, self.n_sys, self.n_ref))

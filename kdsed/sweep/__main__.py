@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--address", help="Ray cluster address: auto or HOST:PORT (default: start a local Ray)")
     p.add_argument("--resume", action="store_true", help="continue the latest sweep in the storage")
     p.add_argument("--seed", type=int, help="seed of training (and of the synthetic set)")
+    p.add_argument("--seeds", type=int, help="run the sweep once per training seed (seed, seed + 1, ...) and give "
+                                             "the mean and spread over seeds (default: the config's `seeds`, 1)")
     p.add_argument("--allow-large", action="store_true",
                    help="run sizes beyond the bounds of docs/limits.md (e.g. more than 20 passes)")
     return p.parse_args(argv)
@@ -43,6 +45,8 @@ def check_args(args: argparse.Namespace) -> None:
     """Refuse flag values no config could fix, naming the flag (before the config is even read)."""
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         raise ConfigError(f"--seed {args.seed}: not a seed; expected an integer from 0 to {MAX_SEED}")
+    if args.seeds is not None and args.seeds < 1:
+        raise ConfigError(f"--seeds {args.seeds}: expected a number of seeds >= 1")
 
 
 def resolve_config(args: argparse.Namespace) -> SweepConfig:
@@ -61,6 +65,8 @@ def resolve_config(args: argparse.Namespace) -> SweepConfig:
     if args.seed is not None:
         cfg = replace(cfg, data=replace(cfg.data, synth_seed=args.seed),
                       tagging_train=replace(cfg.tagging_train, seed=args.seed), train=replace(cfg.train, seed=args.seed))
+    if args.seeds is not None:
+        cfg = replace(cfg, seeds=args.seeds)
     return from_dict(SweepConfig, to_dict(cfg))  # validate the overrides, with key names in errors
 
 
@@ -83,7 +89,7 @@ def _main(argv: list[str] | None) -> int:
         _print_estimate(cfg, counts)
         from kdsed.sweep.coordinator import run_sweep, winner_table
 
-        summary = run_sweep(cfg, resume=args.resume)
+        summaries = [run_sweep(cfg.seeded(i), resume=args.resume) for i in range(cfg.seeds)]
     except preflight.startup_errors() as e:
         print(f"kdsed.sweep: error: {e}", file=sys.stderr)
         return 2
@@ -95,9 +101,15 @@ def _main(argv: list[str] | None) -> int:
               "command with --resume", file=sys.stderr)
         _shutdown_ray()
         return EXIT_RUNTIME_FAILURE
-    from kdsed.results import format_table
+    from kdsed.results import format_seed_table, results_markdown
 
-    print(format_table(summary.reports))
+    summary = summaries[-1]
+    if len(summaries) > 1:
+        seeds = [cfg.seeded(i).train.seed for i in range(cfg.seeds)]
+        print(f"eval macro F1 over {len(seeds)} seeds (%), sweeps {', '.join(s.sweep_id for s in summaries)}:")
+        print(format_seed_table([s.reports for s in summaries], seeds))
+        print(f"the last seed's sweep ({seeds[-1]}):")
+    print(results_markdown(summary.reports))
     print(winner_table(summary))
     t = summary.timings
     print(f"sweep {summary.sweep_id} done in {t['total']:.0f} s (data {t.get('data', 0):.0f} s, training {t['training']:.0f} s, "

@@ -32,6 +32,7 @@ import ray
 from kdsed import distill, schema, stages
 from kdsed.config import SweepConfig
 from kdsed.constants import TEST
+from kdsed.metrics import ClipCounts
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import read_pseudo_labels, write_pseudo_labels
 from kdsed.results import StageReport, winner_table as results_winner_table
@@ -44,6 +45,7 @@ from kdsed.sweep.storage import Storage, file_lock
 from kdsed.sweep.tuning import tune_postprocessing
 from kdsed.sweep.units import StoredUnit, read_unit
 from kdsed.sweep.workers import Placement, fit_unit, plan_placement
+from kdsed.topline import TOPLINE_SKIPPED_NOTE
 
 
 def log(message: str) -> None:
@@ -57,15 +59,19 @@ class FinishedStage:
     report: StageReport
     choice: PostprocessChoice
     winners: list[str]
+    eval_counts: ClipCounts | None = None  # the merged outputs' per-clip counts on eval (later paired comparisons)
 
     def to_json(self) -> bytes:
+        counts = self.eval_counts.to_json() if self.eval_counts is not None else None
         return json.dumps({"report": asdict(self.report), "choice": self.choice.to_dict(),
-                           "winners": self.winners}).encode()
+                           "winners": self.winners, "eval_counts": counts}).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> FinishedStage:
         saved = json.loads(raw)
-        return cls(StageReport(**saved["report"]), PostprocessChoice.from_dict(saved["choice"]), saved["winners"])
+        counts = saved.get("eval_counts")
+        return cls(StageReport(**saved["report"]), PostprocessChoice.from_dict(saved["choice"]), saved["winners"],
+                   ClipCounts.from_json(counts) if counts else None)
 
 
 @dataclass
@@ -96,6 +102,7 @@ class Coordinator:
         self.timings: dict[str, float] = {"training": 0.0, "tuning": 0.0, "logging": 0.0}
         self._data: PreparedData | None = None
         self._refs: dict[str, Any] = {}  # object-store references the units' workers read
+        self.counts: dict[str, ClipCounts] = {}  # stage -> eval counts of its merged outputs (paired comparisons)
         self._unit_runtime_env: dict[str, Any] = {}
         self._started = time.perf_counter()
 
@@ -104,6 +111,11 @@ class Coordinator:
         if self._data is None:
             raise RuntimeError("Coordinator.set_up() prepares the data first")
         return self._data
+
+    @property
+    def trains_topline(self) -> bool:
+        """The topline is asked for and the data has the hidden labels it trains on."""
+        return self.cfg.distill.run_topline and self.data.hidden_reference() is not None
 
     # ---- set-up ----------------------------------------------------------------------------------
 
@@ -120,7 +132,7 @@ class Coordinator:
             self.start_ray()
         self.broadcast("data", self._data)
         if state.parent_run_id is None:
-            state.parent_run_id = tracking.start_sweep_run(self.tracker, cfg)
+            state.parent_run_id = tracking.start_sweep_run(self.tracker, cfg, topline=self.trains_topline)
             state.save(self.storage)
 
     def start_ray(self) -> None:
@@ -226,14 +238,18 @@ class Coordinator:
                   pseudo_weak: np.ndarray | None = None) -> FinishedStage:
         """A stage's units trained, scored, logged and saved; or, when it finished before, what it saved."""
         if stage in self.state.stages_done:
-            return FinishedStage.from_json(self.storage.read_bytes(schema.stage_path(self.state.sweep_id, stage)))
+            finished = FinishedStage.from_json(self.storage.read_bytes(schema.stage_path(self.state.sweep_id, stage)))
+            if finished.eval_counts is not None:
+                self.counts[stage] = finished.eval_counts
+            return finished
         started = time.perf_counter() if started is None else started
         stored = self.train_units(specs)
         units = {schema.unit_variant(name): distill.TrainedUnit(name, u.result, u.outputs) for name, u in stored.items()}
         outcome = stages.score_stage(stage, units, self.tune(stage, units), self.data, pseudo_weak=pseudo_weak,
-                                     started=started)
+                                     started=started, earlier=self.counts)
+        self.counts[stage] = outcome.eval_counts
         self._log_stage(outcome)
-        finished = FinishedStage(outcome.report, outcome.choice, outcome.winners)
+        finished = FinishedStage(outcome.report, outcome.choice, outcome.winners, outcome.eval_counts)
         self.storage.write_bytes(schema.stage_path(self.state.sweep_id, stage), finished.to_json())
         self.state.stages_done.append(stage)
         self.state.save(self.storage)
@@ -270,29 +286,44 @@ class Coordinator:
         return labels.probs
 
     def run_first_stage(self) -> list[StageReport]:
-        """Stage 0: the baseline and the tagging model only need the weak labels: trained together.
+        """Stage 0: the baseline's stage 1, the tagging model and the topline need only the data: trained together.
 
         Leaves the tagger's pseudo-weak labels broadcast for pass 1.
         """
-        first = stages.first_units(self.cfg)
+        if self.cfg.distill.run_topline and not self.trains_topline:
+            log(TOPLINE_SKIPPED_NOTE)
+        first = stages.first_units(self.cfg, hidden_labels=self.trains_topline)
         started = time.perf_counter()
         self.train_units([s for s in first if s.stage not in self.state.stages_done])
         tagger = self.read_unit(first[-1])
-        pseudo_weak = distill.pseudo_weak_targets(self.data, tagger.outputs.train_clip, self.cfg.distill)
-        # The tagging row's wall time covers all of stage 0 (the results table says "with baseline").
-        reports = [self.run_stage(s.stage, [s], **({"started": started, "pseudo_weak": pseudo_weak}
-                                                   if s.stage == schema.TAGGING else {})).report for s in first]
+        pseudo_weak = distill.pseudo_weak_targets(self.data, tagger.outputs, self.cfg.distill)
+        reports = []
+        for stage in dict.fromkeys(s.stage for s in first):
+            # The tagging row's wall time covers all of stage 0 (the results table says "with baseline").
+            kw = {"started": started, "pseudo_weak": pseudo_weak} if stage == schema.TAGGING else {}
+            reports.append(self.run_stage(stage, [s for s in first if s.stage == stage], **kw).report)
         self.broadcast("pseudo_weak", pseudo_weak)
         return reports
 
-    def run_pass(self, k: int) -> FinishedStage:
-        """Pass k: its units trained on the previous pass's pseudo-labels (pass 1: on the pseudo-weak labels)."""
+    def run_pass(self, k: int) -> list[FinishedStage]:
+        """Pass k: its units trained on the previous pass's pseudo-labels (pass 1: on the pseudo-weak labels).
+
+        Pass 1 trains together with stage 2 of the two-stage baseline (both need only stage 0); that stage is
+        scored first and returned before the pass.
+        """
         stage = schema.pass_stage(k)
         if k > 1 and stage not in self.state.stages_done:
             self.broadcast("previous", self.pseudo_labels(schema.pass_stage(k - 1)))
         specs = stages.pass_units(self.cfg, k)
-        log(f"{stage}/{self.cfg.distill.passes}: {len(specs)} unit(s)")
-        return self.run_stage(stage, specs)
+        beside = [s for s in stages.baseline_second_stage(self.cfg) if s.stage not in self.state.stages_done] if k == 1 else []
+        if beside:
+            baseline = self.read_unit(stages.first_units(self.cfg)[0])
+            self.broadcast("baseline_tags", distill.baseline_stage1_tags(self.data, baseline.outputs))
+            if stage not in self.state.stages_done:
+                self.train_units(beside + specs)
+        log(f"{stage}/{self.cfg.distill.passes}: {len(specs) + len(beside)} unit(s)")
+        done = [self.run_stage(s.stage, [s]) for s in beside]
+        return [*done, self.run_stage(stage, specs)]
 
     def finish(self, reports: list[StageReport]) -> None:
         """The parent run's results and figures; the sweep marked finished."""
@@ -324,11 +355,12 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | str = False) -> SweepSummary:
     passes, pass_times = cfg.distill.passes, []
     for k in range(1, passes + 1):
         t0 = time.perf_counter()
-        last = coord.run_pass(k)
-        reports.append(last.report)
+        *_, last = finished = coord.run_pass(k)
+        reports += [f.report for f in finished]
         pass_times.append(time.perf_counter() - t0)
         if k < passes:
             log(_time_left(k, passes, pass_times[-1], len(cfg.distill.variants)))
+    reports.sort(key=lambda r: schema.stage_order(r.stage.replace(" ", "-")))
     coord.finish(reports)
     return SweepSummary(coord.state.sweep_id, coord.state.parent_run_id, reports, last.choice, last.winners,
                         coord.timings)

@@ -46,7 +46,7 @@ from kdsed.stores import file_store_problem, sqlite_store_problem
 
 DEADLINE_S = 20.0  # a remote storage or tracking server that has not answered by then counts as unreachable
 #: Command-line flags of config keys, for errors.
-FLAGS = {"distill.passes": "--passes"}
+FLAGS = {"distill.passes": "--passes", "seeds": "--seeds"}
 
 
 class PreflightError(ConfigError):

@@ -30,7 +30,7 @@ from kdsed.config import SweepConfig, TrackingConfig, dump_yaml, to_dict
 from kdsed.constants import CLASSES
 from kdsed.distill import VariantOutcome
 from kdsed.prepare import PreparedData
-from kdsed.results import StageReport, format_table
+from kdsed.results import StageReport, results_markdown
 from kdsed.stages import StageOutcome
 from kdsed.sweep import figures
 from kdsed.sweep.storage import file_lock
@@ -203,12 +203,14 @@ class Tracker:
 # ---- what the coordinator logs -------------------------------------------------------------------
 
 
-def start_sweep_run(tracker: Tracker, cfg: SweepConfig) -> str:
-    """The sweep's parent run: its config as params and `config.yaml`, its stages and variants as tags."""
+def start_sweep_run(tracker: Tracker, cfg: SweepConfig, *, topline: bool = False) -> str:
+    """The sweep's parent run: its config as params and `config.yaml`, its stages and variants as tags.
+
+    `topline`: the sweep trains the topline (asked for, and the data has hidden labels)."""
     dc = cfg.distill
     run_id = tracker.run(schema.SWEEP_UNIT, schema.sweep_run_name(tracker.sweep_id), None, {
         schema.TAG_STAGE: schema.SWEEP_UNIT,
-        schema.TAG_STAGES: schema.join_names(schema.expected_stages(dc.passes, dc.run_baseline)),
+        schema.TAG_STAGES: schema.join_names(schema.expected_stages(dc.passes, dc.run_baseline, topline)),
         schema.TAG_VARIANTS: schema.join_names([v.name for v in dc.variants])})
     tracker.log_config(run_id, cfg)
     with tempfile.TemporaryDirectory() as tmp:
@@ -240,7 +242,7 @@ def log_stage(tracker: Tracker, parent_run_id: str, outcome: StageOutcome, data:
 def stage_metrics(report: StageReport) -> dict[str, float]:
     """A stage run's metrics: its scores on val and eval, its pseudo-labels' (when known), its wall time."""
     metrics = {**schema.score_metrics(schema.VAL, report.val), **schema.score_metrics(schema.EVAL, report.eval),
-               schema.WALL_TIME: report.wall_time_s}
+               **schema.comparison_metrics(report.comparisons, report.kd_topline_ratio), schema.WALL_TIME: report.wall_time_s}
     if report.pseudo and "macro" in report.pseudo:
         metrics.update(schema.score_metrics(schema.PSEUDO, report.pseudo))
     return metrics
@@ -311,7 +313,7 @@ def log_sweep_results(tracker: Tracker, parent_run_id: str, reports: list[StageR
     tracker.log(parent_run_id, metrics={schema.WALL_TIME: wall_time_s,
                                         **{schema.timing_metric(k): v for k, v in timings.items()}})
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / schema.RESULTS_MD).write_text(format_table(reports))
+        (Path(tmp) / schema.RESULTS_MD).write_text(results_markdown(reports))
         (Path(tmp) / schema.RESULTS_JSON).write_text(json.dumps([asdict(r) for r in reports], indent=1))
         tracker.artifact(parent_run_id, Path(tmp) / schema.RESULTS_MD)
         tracker.artifact(parent_run_id, Path(tmp) / schema.RESULTS_JSON)

@@ -34,8 +34,8 @@ def write_unit(storage: Storage, folder: str, result: VariantResult, outputs: Ou
         storage.put_file(save_checkpoint(result, tmp), f"{folder}/{schema.CHECKPOINT_FILE}")
     buf = io.BytesIO()
     arrays = {"train": outputs.train, "test": outputs.test, "eval": outputs.eval}
-    if outputs.train_clip is not None:
-        arrays["train_clip"] = outputs.train_clip
+    arrays.update({k: v for k, v in (("train_clip", outputs.train_clip), ("test_clip", outputs.test_clip))
+                   if v is not None})
     np.savez(buf, **arrays)
     storage.write_bytes(f"{folder}/{schema.UNIT_OUTPUTS}", buf.getvalue())
     summary = {
@@ -77,7 +77,7 @@ def read_unit(storage: Storage, folder: str, train_config: TrainConfig) -> Store
     with tempfile.TemporaryDirectory() as tmp:
         model_cfg, state, n_mels = load_checkpoint(storage.get_file(f"{folder}/{schema.CHECKPOINT_FILE}", Path(tmp) / schema.CHECKPOINT_FILE))
     with np.load(io.BytesIO(storage.read_bytes(f"{folder}/{schema.UNIT_OUTPUTS}"))) as z:
-        outputs = Outputs(z["train"], z["test"], z["eval"], z["train_clip"] if "train_clip" in z else None)
+        outputs = Outputs(z["train"], z["test"], z["eval"], *(z[k] if k in z else None for k in ("train_clip", "test_clip")))
     summary = json.loads(storage.read_bytes(f"{folder}/{schema.UNIT_SUMMARY}"))
     result = VariantResult(model_cfg, train_config, state, [EpochLog(**h) for h in summary["history"]],
                            summary["best_epoch"], summary["train_clips_per_s"], summary["train_time_s"], n_mels)

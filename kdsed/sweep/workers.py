@@ -50,7 +50,7 @@ class Placement:
 
 
 #: The broadcast array each kind of unit trains from, by its `kdsed.stages.training_set` keyword.
-_BROADCAST = {"pseudo-weak": "pseudo_weak", "pseudo-strong": "previous"}
+_BROADCAST = {"pseudo-weak": "pseudo_weak", "pseudo-strong": "previous", "baseline-tags": "baseline_tags"}
 
 
 def build_targets(spec: UnitSpec, data, refs: dict[str, Any], distill_cfg: DistillConfig) -> TargetSet:
@@ -79,7 +79,7 @@ def train_loop_per_worker(config: dict) -> None:
     train_cfg = replace(spec.train, device=str(device))
     start = time.perf_counter()
     result = train_variant(spec.model, train_cfg, build_targets(spec, data, refs, config["distill"]),
-                           distill.validation_set(data, strong=train_cfg.strong_loss_weight > 0),
+                           stages.validation_set(spec, data),
                            on_epoch=epoch_printer(spec.name, train_cfg.epochs))
     metrics = {"best_epoch": result.best_epoch, "train_clips_per_s": result.train_clips_per_s,
                "train_time_s": result.train_time_s, "node": node, "attempt": attempt}

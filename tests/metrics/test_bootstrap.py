@@ -252,3 +252,17 @@ def test_bad_inputs_are_clear_errors():
         ClipCounts(("a", "b"), np.zeros((3, NUM_CLASSES)), np.zeros((2, NUM_CLASSES)), np.zeros((2, NUM_CLASSES)))
     with pytest.raises(ValueError, match="TP must lie"):
         ClipCounts(("a",), np.ones((1, NUM_CLASSES)), np.ones((1, NUM_CLASSES)), np.zeros((1, NUM_CLASSES)))
+
+
+def test_clip_counts_survive_json():
+    """A finished sweep stage keeps its eval counts as JSON (for later paired comparisons after --resume)."""
+    import json
+
+    reference, estimated = random_tables(40, 3)
+    counts = ClipCounts.from_tables(reference, estimated)
+    back = ClipCounts.from_json(json.loads(json.dumps(counts.to_json())))
+    assert back.filenames == counts.filenames
+    for name in ("tp", "n_sys", "n_ref"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(counts, name))
+        assert getattr(back, name).dtype == np.int64
+    assert paired_difference_counts(back, counts).macro_f1.point == 0.0

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slow,
 
 KILLED_UNIT = "pass-1/deep"  # every later stage depends on it: a retry that changed anything would show
 KILLED_FOLDER = schema.unit_folder_name(KILLED_UNIT)
-STAGES = ["baseline", "tagging", "pass-1", "pass-2"]
+STAGES = ["baseline", "topline", "tagging", "baseline-2stage", "pass-1", "pass-2"]
 
 
 @dataclass
@@ -195,7 +195,8 @@ def test_concurrent_sweeps_keep_their_own_runs(concurrent_sweeps):
     runs = runs_by_sweep(s.root)
     assert set(runs) == set(s.ids.values())  # nothing else, nothing without a sweep id
     units = set(runs[s.ids["killed"]])
-    assert units == {schema.SWEEP_UNIT, *STAGES, "pass-1/deep", "pass-2/deep-none", "pass-2/shallow-median"}
+    assert units == {schema.SWEEP_UNIT, *STAGES, "topline/deep", "topline/shallow", "pass-1/deep", "pass-2/deep-none",
+                     "pass-2/shallow-median"}
     for sweep_id in s.ids.values():
         mine = runs[sweep_id]
         assert set(mine) == units

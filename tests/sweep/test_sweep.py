@@ -32,7 +32,7 @@ def test_resume_retrains_nothing_that_finished(finished_sweep):
     assert set(killed["units"]) < set(final["units"])
     for name, record in killed["units"].items():
         assert final["units"][name] == record, f"{name} was trained again after --resume"
-    assert final["stages_done"] == ["baseline", "tagging", "pass-1", "pass-2"]
+    assert final["stages_done"] == ["baseline", "topline", "tagging", "baseline-2stage", "pass-1", "pass-2"]
 
 
 def mlflow_client(tmp: Path):
@@ -72,7 +72,7 @@ def test_mlflow_structure(finished_sweep):
     assert [m.step for m in client.get_metric_history(parent.info.run_id, eval_f1)] == [0, 1, 2]
     assert schema.per_pass_metrics({eval_f1: 0.0}, "baseline").keys() <= parent.data.metrics.keys()
     # The parent run names the stages and the variants (in config order) the report reads back.
-    assert schema.split_names(parent.data.tags[schema.TAG_STAGES]) == ["baseline", "tagging", "pass-1", "pass-2"]
+    assert schema.split_names(parent.data.tags[schema.TAG_STAGES]) == schema.expected_stages(2, True, True)
     assert schema.split_names(parent.data.tags[schema.TAG_VARIANTS]) == ["deep-none", "shallow-median"]
 
 

@@ -1,0 +1,235 @@
+"""The method fixes of kdsed, each measured as a paired ablation on the same data, seed and resamples.
+
+`python -m kdsed.ablations --config sweeps/laptop.yaml --out kdsed_runs/ablations` trains, for each fix, the
+unit it changes twice (before and after the fix; everything else equal) and scores both on `eval` with the
+post-processing chosen on `test`; the difference after - before is a paired bootstrap difference over the eval
+clips (1,000 resamples, the same for every row). Results: `ablations.md` and `ablations.json` under `--out`.
+
+The fixes (docs/ablations.md holds the measured table):
+
+* `windows`: post-processing windows up to 121 frames (5 s) instead of 33 (1.4 s), on the same trained outputs;
+* `sru`: the SRU at 128 hidden units (the report's) instead of 128 x conv width, on the tagging model;
+* `pseudo-weak`: pass 1 on tuned per-class pseudo-weak tag thresholds instead of 0.5 for all classes;
+* `baseline`: the official two-stage baseline instead of its first stage alone;
+* `budget`: the learning curves (validation loss per epoch) of the tagger and the topline at the config's
+  epochs and at twice as many, batch 32 and 8, from which the training budget is chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+
+from kdsed import distill, schema, stages
+from kdsed.atomic import write_text_atomic
+from kdsed.config import ConfigError, ExperimentConfig, PostprocessConfig, SweepConfig, load_yaml
+from kdsed.events import MetadataError
+from kdsed.metrics import ClipCounts, paired_difference_counts
+from kdsed.prepare import PreparedData, prepare_data
+from kdsed.results import percent
+from kdsed.safety import OutputError, check_output, has_marker, mark_created
+from kdsed.search import PostprocessChoice
+from kdsed.train import epoch_printer
+
+#: kdsed's first post-processing grid (windows to 33 frames, 1.4 s): the "before" of the `windows` ablation.
+SHORT_WINDOWS = (1, 3, 5, 7, 9, 13, 17, 25, 33)
+ABLATIONS = ("windows", "sru", "pseudo-weak", "baseline", "budget")
+
+
+@dataclass
+class Arm:
+    """One side of an ablation: a trained unit scored under its own post-processing."""
+
+    label: str
+    eval_scores: dict  # eval scores with the macro-F1 interval
+    counts: ClipCounts
+    best_epoch: int
+    epochs: int
+    val_losses: list[float]
+
+
+@dataclass
+class AblationRow:
+    """Before and after one fix, with the paired difference of their eval macro F1 (fractions)."""
+
+    name: str
+    what: str
+    before: Arm
+    after: Arm
+    difference: dict  # point, low, high, share_a_better (after - before)
+    note: str = ""
+
+
+def _arm(label: str, data: PreparedData, unit: distill.TrainedUnit, grid: PostprocessConfig) -> Arm:
+    choice = distill.search_choice(data, unit.outputs.test, grid)
+    return _scored_arm(label, data, unit, choice)
+
+
+def _scored_arm(label: str, data: PreparedData, unit: distill.TrainedUnit, choice: PostprocessChoice) -> Arm:
+    counts = distill.eval_counts(data, unit.outputs.eval, choice)
+    history = unit.result.history
+    return Arm(label, distill.scores_with_interval(counts), counts, unit.result.best_epoch, len(history),
+               [round(h.val_loss, 5) for h in history])
+
+
+def _row(name: str, what: str, before: Arm, after: Arm, note: str = "") -> AblationRow:
+    diff = paired_difference_counts(after.counts, before.counts)
+    return AblationRow(name, what, before, after,
+                       {**diff.macro_f1.to_json(), "share_a_better": diff.to_json()["macro"]["share_a_better"]}, note)
+
+
+class Ablations:
+    """Trains the units the ablations need once each (cached by name) and builds their rows."""
+
+    def __init__(self, cfg: ExperimentConfig, data: PreparedData, out: Path) -> None:
+        self.cfg, self.data, self.out = cfg, data, out
+        self.units: dict[str, distill.TrainedUnit] = {}
+
+    def train(self, spec: stages.UnitSpec, **targets) -> distill.TrainedUnit:
+        key = f"{spec.name}:{json.dumps(asdict(spec.model), sort_keys=True)}:{json.dumps(asdict(spec.train), sort_keys=True)}"
+        if key not in self.units:
+            ts = stages.training_set(spec, self.data, self.cfg.distill, **targets)
+            self.units[key] = distill.train_unit(spec.name, spec.model, spec.train, ts, self.data,
+                                                 on_epoch=epoch_printer(spec.name, spec.train.epochs),
+                                                 val=stages.validation_set(spec, self.data))
+        return self.units[key]
+
+    def tagger(self, rnn_hidden: int | None = None) -> distill.TrainedUnit:
+        cfg = self.cfg
+        model = cfg.deep if rnn_hidden is None else replace(cfg.deep, rnn_hidden=rnn_hidden)
+        return self.train(stages.UnitSpec(schema.unit_name(schema.TAGGING), "weak", model, cfg.tagging_train))
+
+    def windows(self) -> AblationRow:
+        """The same tagger outputs searched on the short grid and on the config's grid."""
+        unit, grid = self.tagger(), self.cfg.postprocess
+        return _row("windows", f"windows up to {max(grid.median_windows)} frames vs {max(SHORT_WINDOWS)} (tagging model)",
+                    _arm(f"<= {max(SHORT_WINDOWS)} frames", self.data, unit, replace(grid, median_windows=SHORT_WINDOWS)),
+                    _arm(f"<= {max(grid.median_windows)} frames", self.data, unit, grid))
+
+    def sru(self) -> AblationRow:
+        """The tagging model with the SRU scaled by the conv width (the old laptop size) vs at 128 units."""
+        deep = self.cfg.deep
+        scaled = max(1, int(round(deep.rnn_hidden * deep.width)))
+        return _row("sru", f"SRU {deep.rnn_hidden} vs {scaled} hidden units (tagging model, width {deep.width})",
+                    _arm(f"{scaled} units", self.data, self.tagger(scaled), self.cfg.postprocess),
+                    _arm(f"{deep.rnn_hidden} units", self.data, self.tagger(), self.cfg.postprocess))
+
+    def pseudo_weak(self) -> AblationRow:
+        """Pass 1 on hard (0.5) pseudo-weak labels vs on tuned per-class thresholds, from the same tagger."""
+        tagger, arms, quality = self.tagger(), [], []
+        for mode in ("hard", "tuned"):
+            dc = replace(self.cfg.distill, pseudo_weak=mode)
+            labels = distill.pseudo_weak_targets(self.data, tagger.outputs, dc)
+            q = distill.pseudo_weak_scores(self.data, labels)
+            quality.append(f"{mode}: tag P {percent(q.get('precision'))} / R {percent(q.get('recall'))} / "
+                           f"F1 {percent(q.get('f_measure'))} %")
+            [spec] = stages.pass_units(self.cfg, 1)
+            spec = replace(spec, name=f"{spec.name}-{mode}")
+            arms.append(_arm(f"{mode} thresholds", self.data, self.train(spec, pseudo_weak=labels), self.cfg.postprocess))
+        return _row("pseudo-weak", "pass 1 on tuned vs 0.5 pseudo-weak tag thresholds", *arms,
+                    note="pseudo-weak tags of the unlabeled clips against the hidden labels: " + "; ".join(quality))
+
+    def baseline(self) -> AblationRow:
+        """The baseline's first stage alone vs the two-stage recipe."""
+        [first] = [s for s in stages.first_units(self.cfg) if s.stage == schema.BASELINE]
+        stage1 = self.train(first)
+        [second] = stages.baseline_second_stage(self.cfg)
+        stage2 = self.train(second, baseline_tags=distill.baseline_stage1_tags(self.data, stage1.outputs))
+        return _row("baseline", "DCASE 2018 baseline: two-stage recipe vs its first stage alone",
+                    _arm("stage 1 only", self.data, stage1, self.cfg.postprocess),
+                    _arm("two stages", self.data, stage2, self.cfg.postprocess))
+
+    def budget(self) -> list[AblationRow]:
+        """Learning curves: the tagger and the topline (shallow) at the config's budget and at 2x epochs / batch 8."""
+        rows = []
+        for name, spec in (("tagger", stages.first_units(self.cfg)[-1]),
+                           ("topline", [s for s in stages.first_units(self.cfg, hidden_labels=True)
+                                        if s.stage == schema.TOPLINE][-1])):
+            if spec.targets == "hidden-strong" and self.data.hidden_reference() is None:
+                continue
+            t = spec.train
+            longer = replace(t, epochs=2 * t.epochs, patience=max(t.patience, t.epochs), batch_size=8)
+            before = _arm(f"{t.epochs} epochs, batch {t.batch_size}", self.data, self.train(spec), self.cfg.postprocess)
+            after = _arm(f"{longer.epochs} epochs, batch 8", self.data, self.train(replace(spec, train=longer)),
+                         self.cfg.postprocess)
+            rows.append(_row(f"budget-{name}", f"{name} ({spec.model.name}): 2x epochs at batch 8 vs the config", before,
+                             after))
+        return rows
+
+    def run(self, names: tuple[str, ...]) -> list[AblationRow]:
+        steps: dict[str, Callable[[], AblationRow | list[AblationRow]]] = {
+            "windows": self.windows, "sru": self.sru, "pseudo-weak": self.pseudo_weak, "baseline": self.baseline,
+            "budget": self.budget}
+        rows: list[AblationRow] = []
+        for name in names:
+            t0 = time.perf_counter()
+            got = steps[name]()
+            rows += got if isinstance(got, list) else [got]
+            print(f"[kdsed.ablations] {name} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            self.write(rows)
+        return rows
+
+    def write(self, rows: list[AblationRow]) -> None:
+        write_text_atomic(self.out / "ablations.json", json.dumps([_row_json(r) for r in rows], indent=1))
+        write_text_atomic(self.out / "ablations.md", format_ablations(rows))
+
+
+def _row_json(row: AblationRow) -> dict:
+    arm = lambda a: {k: v for k, v in asdict(a).items() if k != "counts"}  # noqa: E731
+    return {"name": row.name, "what": row.what, "before": arm(row.before), "after": arm(row.after),
+            "difference": row.difference, "note": row.note}
+
+
+def format_ablations(rows: list[AblationRow]) -> str:
+    """The ablations as a Markdown table: eval macro F1 [95 % CI] before and after, the paired difference."""
+    lines = ["| fix | before | after | after - before, points [95 % CI] | best epoch before / after |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        d = r.difference
+        cells = [r.what, _arm_cell(r.before), _arm_cell(r.after),
+                 f"{100 * d['point']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]",
+                 f"{r.before.best_epoch}/{r.before.epochs}, {r.after.best_epoch}/{r.after.epochs}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- {r.name}: {r.note}" for r in rows if r.note]
+    return "\n".join(lines) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
+
+
+def _arm_cell(arm: Arm) -> str:
+    low, high = arm.eval_scores[schema.MACRO_INTERVAL]["f_measure"]
+    return f"{arm.label}: {percent(arm.eval_scores['macro']['f_measure'])} [{percent(low)}, {percent(high)}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kdsed.ablations", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("sweeps/laptop.yaml"))
+    parser.add_argument("--out", type=Path, default=Path(schema.DEFAULT_WORKDIR) / "ablations")
+    parser.add_argument("--only", default=",".join(ABLATIONS), help=f"comma-separated, of {', '.join(ABLATIONS)}")
+    parser.add_argument("--force", action="store_true", help="write into --out even if kdsed did not make it")
+    args = parser.parse_args(argv)
+    names = tuple(n for n in args.only.split(",") if n)
+    unknown = [n for n in names if n not in ABLATIONS]
+    try:
+        if unknown:
+            raise ConfigError(f"--only: unknown ablation {unknown[0]!r}; known: {', '.join(ABLATIONS)}")
+        check_output(args.out, flag="--out", kind="folder", inputs=[args.config], force=args.force,
+                     made_by_kdsed=has_marker, replaced_whole=False)
+        cfg = load_yaml(SweepConfig, args.config)
+        args.out.mkdir(parents=True, exist_ok=True)
+        mark_created(args.out, "kdsed.ablations")
+        data = prepare_data(cfg.data, cfg.features)
+        rows = Ablations(cfg, data, args.out).run(names)
+    except (ConfigError, MetadataError, FileNotFoundError, OutputError) as e:
+        print(f"kdsed.ablations: error: {e}", file=sys.stderr)
+        return 2
+    print(format_ablations(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
