@@ -18,6 +18,8 @@ The fixes (docs/ablations.md holds the measured table):
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import sys
 import time
@@ -27,7 +29,10 @@ from typing import Callable
 
 
 from kdsed import distill, schema, stages
-from kdsed.atomic import write_text_atomic
+import numpy as np
+import torch
+
+from kdsed.atomic import write_bytes_atomic, write_text_atomic
 from kdsed.config import ConfigError, ExperimentConfig, PostprocessConfig, SweepConfig, load_yaml
 from kdsed.events import MetadataError
 from kdsed.metrics import ClipCounts, paired_difference_counts
@@ -35,11 +40,11 @@ from kdsed.prepare import PreparedData, prepare_data
 from kdsed.results import percent
 from kdsed.safety import OutputError, check_output, has_marker, mark_created
 from kdsed.search import PostprocessChoice
-from kdsed.train import epoch_printer
+from kdsed.train import EpochLog, VariantResult, epoch_printer
 
 #: kdsed's first post-processing grid (windows to 33 frames, 1.4 s): the "before" of the `windows` ablation.
 SHORT_WINDOWS = (1, 3, 5, 7, 9, 13, 17, 25, 33)
-ABLATIONS = ("windows", "sru", "pseudo-weak", "baseline", "budget")
+ABLATIONS = ("windows", "pseudo-weak", "baseline", "sru", "budget")
 
 
 @dataclass
@@ -92,12 +97,19 @@ class Ablations:
         self.units: dict[str, distill.TrainedUnit] = {}
 
     def train(self, spec: stages.UnitSpec, **targets) -> distill.TrainedUnit:
-        key = f"{spec.name}:{json.dumps(asdict(spec.model), sort_keys=True)}:{json.dumps(asdict(spec.train), sort_keys=True)}"
+        """The unit trained (or read back from `--out/units/`, where every trained unit is kept)."""
+        key = json.dumps([spec.name, asdict(spec.model), asdict(spec.train), self.cfg.data.synth_seed,
+                          self.cfg.distill.pseudo_weak], sort_keys=True, default=str)
         if key not in self.units:
-            ts = stages.training_set(spec, self.data, self.cfg.distill, **targets)
-            self.units[key] = distill.train_unit(spec.name, spec.model, spec.train, ts, self.data,
-                                                 on_epoch=epoch_printer(spec.name, spec.train.epochs),
-                                                 val=stages.validation_set(spec, self.data))
+            path = self.out / "units" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+            if path.exists():
+                self.units[key] = _load_unit(path, spec)
+            else:
+                ts = stages.training_set(spec, self.data, self.cfg.distill, **targets)
+                self.units[key] = distill.train_unit(spec.name, spec.model, spec.train, ts, self.data,
+                                                     on_epoch=epoch_printer(spec.name, spec.train.epochs),
+                                                     val=stages.validation_set(spec, self.data))
+                _save_unit(path, self.units[key])
         return self.units[key]
 
     def tagger(self, rnn_hidden: int | None = None) -> distill.TrainedUnit:
@@ -105,12 +117,24 @@ class Ablations:
         model = cfg.deep if rnn_hidden is None else replace(cfg.deep, rnn_hidden=rnn_hidden)
         return self.train(stages.UnitSpec(schema.unit_name(schema.TAGGING), "weak", model, cfg.tagging_train))
 
-    def windows(self) -> AblationRow:
-        """The same tagger outputs searched on the short grid and on the config's grid."""
-        unit, grid = self.tagger(), self.cfg.postprocess
-        return _row("windows", f"windows up to {max(grid.median_windows)} frames vs {max(SHORT_WINDOWS)} (tagging model)",
-                    _arm(f"<= {max(SHORT_WINDOWS)} frames", self.data, unit, replace(grid, median_windows=SHORT_WINDOWS)),
-                    _arm(f"<= {max(grid.median_windows)} frames", self.data, unit, grid))
+    def topline_shallow(self) -> distill.TrainedUnit | None:
+        """The shallow topline unit (a frame-level model), None on data without hidden labels."""
+        units = [s for s in stages.first_units(self.cfg, hidden_labels=self.data.hidden_reference() is not None)
+                 if s.stage == schema.TOPLINE]
+        return self.train(units[-1]) if units else None
+
+    def windows(self) -> list[AblationRow]:
+        """The same outputs (the tagger's; the shallow topline's) searched on the short grid and the config's grid."""
+        grid, rows = self.cfg.postprocess, []
+        short = replace(grid, median_windows=SHORT_WINDOWS)
+        for label, unit in (("tagging model", self.tagger()), ("topline, shallow", self.topline_shallow())):
+            if unit is not None:
+                rows.append(_row(f"windows-{label}", f"windows up to {max(grid.median_windows)} frames vs "
+                                 f"{max(SHORT_WINDOWS)} ({label})", _arm(f"<= {max(SHORT_WINDOWS)} frames", self.data,
+                                                                         unit, short),
+                                 _arm(f"<= {max(grid.median_windows)} frames", self.data, unit, grid)))
+        rows[0].note = self.pseudo_weak_note()
+        return rows
 
     def sru(self) -> AblationRow:
         """The tagging model with the SRU scaled by the conv width (the old laptop size) vs at 128 units."""
@@ -120,20 +144,32 @@ class Ablations:
                     _arm(f"{scaled} units", self.data, self.tagger(scaled), self.cfg.postprocess),
                     _arm(f"{deep.rnn_hidden} units", self.data, self.tagger(), self.cfg.postprocess))
 
+    def pseudo_weak_labels(self) -> dict[str, np.ndarray]:
+        """Pass 1's clip targets from the same tagger, thresholded at 0.5 ("hard") and per class ("tuned")."""
+        tagger = self.tagger()
+        return {mode: distill.pseudo_weak_targets(self.data, tagger.outputs, replace(self.cfg.distill, pseudo_weak=mode))
+                for mode in ("hard", "tuned")}
+
+    def pseudo_weak_note(self) -> str:
+        """Tag precision / recall / F1 (micro, %) of both pseudo-weak labellings against the hidden labels."""
+        quality = []
+        for mode, labels in self.pseudo_weak_labels().items():
+            q = distill.pseudo_weak_scores(self.data, labels)
+            quality.append(f"{mode}: P {percent(q.get('precision'))} / R {percent(q.get('recall'))} / "
+                           f"F1 {percent(q.get('f_measure'))}")
+        thresholds = distill.pseudo_weak_thresholds(self.data, self.tagger().outputs, self.cfg.distill)
+        return ("pseudo-weak tags of the unlabeled clips against their hidden labels (%): " + "; ".join(quality)
+                + f"; tuned thresholds per class: {', '.join(f'{t:.1f}' for t in thresholds)}")
+
     def pseudo_weak(self) -> AblationRow:
         """Pass 1 on hard (0.5) pseudo-weak labels vs on tuned per-class thresholds, from the same tagger."""
-        tagger, arms, quality = self.tagger(), [], []
-        for mode in ("hard", "tuned"):
-            dc = replace(self.cfg.distill, pseudo_weak=mode)
-            labels = distill.pseudo_weak_targets(self.data, tagger.outputs, dc)
-            q = distill.pseudo_weak_scores(self.data, labels)
-            quality.append(f"{mode}: tag P {percent(q.get('precision'))} / R {percent(q.get('recall'))} / "
-                           f"F1 {percent(q.get('f_measure'))} %")
+        arms = []
+        for mode, labels in self.pseudo_weak_labels().items():
             [spec] = stages.pass_units(self.cfg, 1)
             spec = replace(spec, name=f"{spec.name}-{mode}")
             arms.append(_arm(f"{mode} thresholds", self.data, self.train(spec, pseudo_weak=labels), self.cfg.postprocess))
         return _row("pseudo-weak", "pass 1 on tuned vs 0.5 pseudo-weak tag thresholds", *arms,
-                    note="pseudo-weak tags of the unlabeled clips against the hidden labels: " + "; ".join(quality))
+                    note=self.pseudo_weak_note())
 
     def baseline(self) -> AblationRow:
         """The baseline's first stage alone vs the two-stage recipe."""
@@ -146,11 +182,11 @@ class Ablations:
                     _arm("two stages", self.data, stage2, self.cfg.postprocess))
 
     def budget(self) -> list[AblationRow]:
-        """Learning curves: the tagger and the topline (shallow) at the config's budget and at 2x epochs / batch 8."""
+        """Learning curves: the topline (shallow) and the tagger at the config's budget and at 2x epochs / batch 8."""
         rows = []
-        for name, spec in (("tagger", stages.first_units(self.cfg)[-1]),
-                           ("topline", [s for s in stages.first_units(self.cfg, hidden_labels=True)
-                                        if s.stage == schema.TOPLINE][-1])):
+        for name, spec in (("topline", [s for s in stages.first_units(self.cfg, hidden_labels=True)
+                                        if s.stage == schema.TOPLINE][-1]),
+                           ("tagger", stages.first_units(self.cfg)[-1])):
             if spec.targets == "hidden-strong" and self.data.hidden_reference() is None:
                 continue
             t = spec.train
@@ -180,6 +216,29 @@ class Ablations:
         write_text_atomic(self.out / "ablations.md", format_ablations(rows))
 
 
+_OUTPUTS = ("train", "test", "eval", "train_clip", "test_clip")
+
+
+def _save_unit(path: Path, unit: distill.TrainedUnit) -> None:
+    """A trained unit of the ablations (weights, history, outputs) as tensors only, written atomically."""
+    r = unit.result
+    payload = {"state_dict": r.state_dict, "history": [asdict(h) for h in r.history], "best_epoch": r.best_epoch,
+               "clips_per_s": r.train_clips_per_s, "time_s": r.train_time_s,
+               "outputs": {k: torch.from_numpy(getattr(unit.outputs, k)) for k in _OUTPUTS
+                           if getattr(unit.outputs, k) is not None}}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def _load_unit(path: Path, spec: stages.UnitSpec) -> distill.TrainedUnit:
+    saved = torch.load(path, weights_only=True)
+    outputs = distill.Outputs(*(saved["outputs"][k].numpy() if k in saved["outputs"] else None for k in _OUTPUTS))
+    result = VariantResult(spec.model, spec.train, saved["state_dict"], [EpochLog(**h) for h in saved["history"]],
+                           saved["best_epoch"], saved["clips_per_s"], saved["time_s"])
+    return distill.TrainedUnit(spec.name, result, outputs)
+
+
 def _row_json(row: AblationRow) -> dict:
     arm = lambda a: {k: v for k, v in asdict(a).items() if k != "counts"}  # noqa: E731
     return {"name": row.name, "what": row.what, "before": arm(row.before), "after": arm(row.after),
@@ -196,7 +255,7 @@ def format_ablations(rows: list[AblationRow]) -> str:
                  f"{100 * d['point']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]",
                  f"{r.before.best_epoch}/{r.before.epochs}, {r.after.best_epoch}/{r.after.epochs}"]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"- {r.name}: {r.note}" for r in rows if r.note]
+    notes = [f"- {r.note}" for r in rows if r.note]
     return "\n".join(lines) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 

@@ -27,6 +27,8 @@ from kdsed.search import PostprocessChoice, apply_postprocessing, search_postpro
 from kdsed.train import EpochLog, TargetSet, VariantResult, predict, train_variant
 
 EpochCallback = Callable[[EpochLog], None]
+#: The grid of pass 1's tuned pseudo-weak tag thresholds (the recipe's 0.0-1.0 grid less its ends).
+PSEUDO_WEAK_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
 
 @dataclass
@@ -89,8 +91,9 @@ def test_tags(data: PreparedData) -> np.ndarray:
 def pseudo_weak_thresholds(data: PreparedData, outputs: "Outputs", cfg: DistillConfig) -> np.ndarray:
     """Per class, the tag threshold of the tagger's clip probabilities that pass 1's pseudo-weak labels use.
 
-    "tuned": the value of 0.0, 0.1, ..., 1.0 with the best clip-level F1 of the tagger on the `test` tags (ties:
-    the lower); "hard": `cfg.pseudo_weak_threshold` for every class; "soft": NaN (no thresholding).
+    "tuned": the value of 0.1, 0.2, ..., 0.9 with the best clip-level F1 of the tagger on the `test` tags (ties:
+    the lower; 0 and 1, which would tag every clip or none, are left out); "hard": `cfg.pseudo_weak_threshold`
+    for every class; "soft": NaN (no thresholding).
     """
     if cfg.pseudo_weak == "soft":
         return np.full(NUM_CLASSES, np.nan)

@@ -1,0 +1,63 @@
+"""`kdsed.ablations`: the table of paired before/after rows, and the cache of trained units it keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kdsed import schema
+from kdsed.ablations import Arm, _load_unit, _row, _save_unit, format_ablations
+from kdsed.config import ModelConfig, TrainConfig
+from kdsed.constants import NUM_CLASSES
+from kdsed.distill import Outputs, TrainedUnit, scores_with_interval
+from kdsed.metrics import ClipCounts
+from kdsed.models import build_model
+from kdsed.stages import UnitSpec
+from kdsed.train import EpochLog, VariantResult
+
+
+def counts(tp_per_clip: list[int], n_ref: int = 2) -> ClipCounts:
+    """Clips with `n_ref` Dog events each, of which the system finds `tp` (and outputs nothing else)."""
+    n = len(tp_per_clip)
+    tp = np.zeros((n, NUM_CLASSES), np.int64)
+    tp[:, 0] = tp_per_clip
+    ref = np.zeros((n, NUM_CLASSES), np.int64)
+    ref[:, 0] = n_ref
+    return ClipCounts(tuple(f"c{i}.wav" for i in range(n)), tp, tp.copy(), ref)
+
+
+def arm(label: str, c: ClipCounts) -> Arm:
+    return Arm(label, scores_with_interval(c), c, best_epoch=3, epochs=5, val_losses=[0.5, 0.4])
+
+
+def test_rows_are_paired_differences_after_minus_before():
+    before, after = counts([0, 1, 1, 2] * 10), counts([1, 2, 1, 2] * 10)
+    row = _row("windows", "windows to 121 frames", arm("short", before), arm("long", after))
+    f1_before = before.scores().class_wise[0].f_measure
+    f1_after = after.scores().class_wise[0].f_measure
+    assert row.difference["point"] == f1_after - f1_before  # only Dog has references: macro F1 = Dog's F1
+    assert row.difference["low"] <= row.difference["point"] <= row.difference["high"]
+    same = _row("same", "nothing", arm("a", before), arm("b", before))
+    assert (same.difference["point"], same.difference["low"], same.difference["high"]) == (0.0, 0.0, 0.0)
+    table = format_ablations([row]).splitlines()
+    low, high = row.before.eval_scores[schema.MACRO_INTERVAL]["f_measure"]
+    assert table[2].startswith(f"| windows to 121 frames | short: {100 * f1_before:.2f} [{100 * low:.2f}, "
+                               f"{100 * high:.2f}] | long: {100 * f1_after:.2f} ")
+    assert table[2].endswith(f"| {100 * row.difference['point']:+.2f} [{100 * row.difference['low']:+.2f}, "
+                             f"{100 * row.difference['high']:+.2f}] | 3/5, 3/5 |")
+
+
+def test_a_trained_unit_survives_the_cache(tmp_path):
+    model_cfg, train_cfg = ModelConfig(name="shallow", width=0.125), TrainConfig(epochs=2)
+    state = build_model(model_cfg).state_dict()
+    rng = np.random.default_rng(0)
+    outputs = Outputs(*(rng.random(shape, dtype=np.float32) for shape in ((3, 8, 10), (2, 8, 10), (2, 8, 10))),
+                      train_clip=rng.random((3, 10), dtype=np.float32), test_clip=None)
+    result = VariantResult(model_cfg, train_cfg, state, [EpochLog(1, 0.7, 0.6, 100.0, 1.5)], 1, 100.0, 1.5)
+    spec = UnitSpec("topline/shallow", "hidden-strong", model_cfg, train_cfg)
+    _save_unit(tmp_path / "u.pt", TrainedUnit(spec.name, result, outputs))
+    back = _load_unit(tmp_path / "u.pt", spec)
+    for name in ("train", "test", "eval", "train_clip"):
+        np.testing.assert_array_equal(getattr(back.outputs, name), getattr(outputs, name))
+    assert back.outputs.test_clip is None
+    assert back.result.history == result.history and back.result.best_epoch == 1
+    assert all(np.array_equal(back.result.state_dict[k], v) for k, v in state.items())
