@@ -193,11 +193,12 @@ def score_metrics(prefix: str, scores: Any) -> dict[str, float]:
 
 
 def comparison_metric(name: str, bound: str = "") -> str:
-    """`eval_f1_macro_diff_vs_previous`, `..._ci_low`, `..._ci_high`: a paired comparison of the eval macro F1."""
+    """`eval_f1_macro_diff_vs_previous`, `..._ci_low`, `..._ci_high`, `..._share_better` (the share of resamples in
+    which the stage is better): a paired comparison of the eval macro F1."""
     return f"{score_metric(EVAL, 'f_measure', 'macro')}_diff_{name}" + (f"_{bound}" if bound else "")
 
 
-_DIFF_KEYS = (("point", ""), ("low", _CI_BOUNDS[0]), ("high", _CI_BOUNDS[1]))
+_DIFF_KEYS = (("point", ""), ("low", _CI_BOUNDS[0]), ("high", _CI_BOUNDS[1]), ("share_a_better", "share_better"))
 
 
 def comparison_metrics(comparisons: Mapping[str, Mapping[str, Any]], kd_topline_ratio: float | None) -> dict[str, float]:

@@ -98,3 +98,16 @@ def test_default_locations_and_sqlite_uris():
     assert schema.sqlite_path("sqlite:////abs/m.db") == Path("/abs/m.db")
     assert schema.sqlite_path("http://head:5000") is None and schema.sqlite_path("file:/x") is None
     assert schema.sqlite_uri(Path("/tmp/a/mlflow.db")) == "sqlite:////tmp/a/mlflow.db"
+
+
+def test_comparison_metrics_round_trip():
+    comparisons = {schema.VS_PREVIOUS: {"against": "pass 1", "point": -0.01, "low": -0.03, "high": 0.01,
+                                        "share_a_better": 0.2},
+                   schema.VS_TOPLINE: {"against": "topline", "point": -0.1, "low": -0.2, "high": -0.05,
+                                       "share_a_better": None}}
+    metrics = schema.comparison_metrics(comparisons, 0.75)
+    assert metrics["eval_f1_macro_diff_vs_previous_ci_low"] == -0.03
+    assert metrics["eval_f1_macro_diff_vs_previous_share_better"] == 0.2
+    assert metrics[schema.KD_TOPLINE_RATIO] == 0.75 and "eval_f1_macro_diff_vs_topline_share_better" not in metrics
+    back = schema.comparisons_from_metrics(metrics)
+    assert back == {name: {k: v for k, v in c.items() if k != "against"} for name, c in comparisons.items()}
