@@ -23,6 +23,7 @@ from kdsed.config import ConfigError, ExperimentConfig, SweepConfig, dump_yaml, 
 from kdsed.events import MetadataError
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import write_pseudo_labels
+from kdsed.scores_io import write_scores
 from kdsed.results import StageReport, format_table
 from kdsed.safety import OutputError, check_output, has_marker, mark_created
 from kdsed.train import epoch_printer
@@ -41,13 +42,13 @@ def run_experiment(cfg: ExperimentConfig, out_dir: Path | str, *, data: Prepared
         unit = _train(spec, cfg, data, out)
         if spec.stage == schema.TAGGING:
             pseudo_weak = distill.pseudo_weak_targets(data, unit.outputs.train_clip, cfg.distill)
-        reports.append(_score(spec.stage, {spec.variant: unit}, cfg, data, t0, pseudo_weak).report)
+        reports.append(_score(spec.stage, {spec.variant: unit}, cfg, data, t0, out, pseudo_weak).report)
     previous = None
     for k in range(1, cfg.distill.passes + 1):
         t0 = time.perf_counter()
         specs = stages.pass_units(cfg, k)
         units = {s.variant: _train(s, cfg, data, out, pseudo_weak=pseudo_weak, previous=previous) for s in specs}
-        outcome = _score(schema.pass_stage(k), units, cfg, data, t0)
+        outcome = _score(schema.pass_stage(k), units, cfg, data, t0, out)
         previous = outcome.merged.train
         write_pseudo_labels(out / schema.pseudo_labels_file(outcome.stage), outcome.pseudo_labels(data))
         reports.append(outcome.report)
@@ -66,9 +67,12 @@ def _train(spec: stages.UnitSpec, cfg: ExperimentConfig, data: PreparedData, out
 
 
 def _score(stage: str, units: dict[str, distill.TrainedUnit], cfg: ExperimentConfig, data: PreparedData,
-           started: float, pseudo_weak: np.ndarray | None = None) -> stages.StageOutcome:
+           started: float, out: Path, pseudo_weak: np.ndarray | None = None) -> stages.StageOutcome:
     choices = stages.search_choices(units, data, cfg.postprocess)
-    return stages.score_stage(stage, units, choices, data, pseudo_weak=pseudo_weak, started=started)
+    outcome = stages.score_stage(stage, units, choices, data, pseudo_weak=pseudo_weak, started=started)
+    for subset, scores in outcome.frame_scores(data).items():
+        write_scores(out / schema.stage_scores_folder(stage) / schema.scores_file(subset), scores)
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kdsed"
 LAYERS = [
     {"constants", "atomic", "limits", "failures", "safety", "yaml_input"},
     {"schema", "config", "events", "stores"},
-    {"data", "models", "metrics", "postprocess", "pseudolabels", "features", "evaluate"},
+    {"data", "models", "metrics", "postprocess", "pseudolabels", "scores_io", "features", "evaluate"},
     {"prepare", "search", "plots", "results", "train", "bundle"},
     {"distill", "topline", "baseline_recipe", "predict", "registry"},
     {"stages"},

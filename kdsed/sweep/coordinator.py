@@ -35,6 +35,7 @@ from kdsed.constants import TEST
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import read_pseudo_labels, write_pseudo_labels
 from kdsed.results import StageReport, winner_table as results_winner_table
+from kdsed.scores_io import write_scores
 from kdsed.search import PostprocessChoice
 from kdsed.stages import StageOutcome, UnitSpec
 from kdsed.sweep import tracking
@@ -249,7 +250,9 @@ class Coordinator:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             parquet = self._write_pseudo_labels(outcome, Path(tmp)) if outcome.is_pass else None
-            stage_run = tracking.log_stage(self.tracker, self.state.parent_run_id, outcome, self.data, parquet)
+            scores = self._write_scores(outcome, Path(tmp))
+            stage_run = tracking.log_stage(self.tracker, self.state.parent_run_id, outcome, self.data, parquet,
+                                           scores=scores)
         self.state.stage_run_ids[outcome.stage] = stage_run
         if outcome.is_pass:
             tracking.register_winners(self.tracker, stage_run, outcome, self.data)
@@ -261,6 +264,14 @@ class Coordinator:
                                     outcome.pseudo_labels(self.data, sweep_id=self.state.sweep_id))
         self.storage.put_file(local, schema.pseudo_labels_path(self.state.sweep_id, outcome.stage))
         return local
+
+    def _write_scores(self, outcome: StageOutcome, tmp: Path) -> Path:
+        """The stage's raw frame scores on test and eval, to the storage; returns the local folder (for MLflow)."""
+        folder = tmp / schema.SCORES
+        for subset, scores in outcome.frame_scores(self.data, sweep_id=self.state.sweep_id).items():
+            local = write_scores(folder / schema.scores_file(subset), scores)
+            self.storage.put_file(local, schema.scores_path(self.state.sweep_id, outcome.stage, subset))
+        return folder
 
     def pseudo_labels(self, stage: str) -> np.ndarray:
         """The pseudo-labels a finished pass wrote, as an array in training-clip order."""

@@ -218,8 +218,11 @@ def start_sweep_run(tracker: Tracker, cfg: SweepConfig) -> str:
 
 
 def log_stage(tracker: Tracker, parent_run_id: str, outcome: StageOutcome, data: PreparedData,
-              parquet: Path | None) -> str:
-    """A finished stage's run (and one run per unit under it); its points on the parent's per-pass curves."""
+              parquet: Path | None, *, scores: Path | None = None) -> str:
+    """A finished stage's run (and one run per unit under it); its points on the parent's per-pass curves.
+
+    `scores`: a folder of the stage's raw frame scores (`kdsed.scores_io`), logged under `scores/`.
+    """
     stage, index = outcome.stage, schema.stage_index(outcome.stage)
     stage_run = tracker.run(stage, stage, parent_run_id, {schema.TAG_PASS: str(index), schema.TAG_STAGE: stage})
     for variant, unit in outcome.units.items():
@@ -229,6 +232,8 @@ def log_stage(tracker: Tracker, parent_run_id: str, outcome: StageOutcome, data:
                 params={**schema.choice_params(outcome.choice), **schema.winner_params(outcome.report.winners)})
     if parquet is not None:
         tracker.artifact(stage_run, parquet, schema.PSEUDO_LABELS)
+    if scores is not None:
+        tracker.artifact(stage_run, scores, schema.SCORES)
     with tempfile.TemporaryDirectory() as tmp:
         for png in figures.example_clips(Path(tmp), stage, data, outcome.merged.test, outcome.choice):
             tracker.artifact(stage_run, png, schema.FIGURES)
@@ -243,6 +248,7 @@ def stage_metrics(report: StageReport) -> dict[str, float]:
                schema.WALL_TIME: report.wall_time_s}
     if report.pseudo and "macro" in report.pseudo:
         metrics.update(schema.score_metrics(schema.PSEUDO, report.pseudo))
+    metrics.update(schema.detection_metrics(schema.EVAL, report.detection))
     return metrics
 
 
