@@ -99,6 +99,11 @@ def score_dataframe(values: np.ndarray, timestamps: np.ndarray,
     return frame
 
 
+def frame_times(frame: pd.DataFrame) -> np.ndarray:
+    """The n + 1 frame boundaries (s) of a clip's score DataFrame."""
+    return np.append(frame["onset"].to_numpy(np.float64), frame["offset"].to_numpy(np.float64)[-1:])
+
+
 def write_scores(path: Path | str, scores: FrameScores) -> Path:
     """Write frame scores as one Parquet file atomically."""
     path = Path(path)
@@ -188,5 +193,5 @@ def _check_times(onset: np.ndarray, offset: np.ndarray, where: str) -> None:
             raise ScoresError(f"{where}: frame {row} (onset {onset[row]}, offset {offset[row]}) has {what}")
 
 
-__all__ = ["FrameScores", "ScoresError", "check_score_frame", "read_scores", "read_scores_folder", "score_dataframe",
+__all__ = ["FrameScores", "ScoresError", "check_score_frame", "frame_times", "read_scores", "read_scores_folder", "score_dataframe",
            "write_scores"]

@@ -29,7 +29,7 @@ import pandas as pd
 from kdsed.constants import CLASSES, OFFSET_COLLAR_RATE, ONSET_COLLAR_S
 from kdsed.events import EventTable
 from kdsed.metrics.fast import EventScores
-from kdsed.scores_io import score_dataframe
+from kdsed.scores_io import frame_times, score_dataframe
 
 GroundTruth = dict[str, list[tuple[float, float, str]]]
 ScoreFrames = Mapping[str, pd.DataFrame]
@@ -109,8 +109,7 @@ def only_classes(frames: ScoreFrames, classes: Sequence[str]) -> ScoreFrames:
         return frames
     out = {}
     for clip, frame in frames.items():
-        times = np.append(frame["onset"].to_numpy(np.float64), frame["offset"].to_numpy(np.float64)[-1:])
-        out[clip] = score_dataframe(frame[list(classes)].to_numpy(np.float64), times, classes)
+        out[clip] = score_dataframe(frame[list(classes)].to_numpy(np.float64), frame_times(frame), classes)
     return out
 
 
@@ -119,8 +118,8 @@ def binarize_frames(frames: ScoreFrames, thresholds: float | Sequence[float]) ->
     thr = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (len(CLASSES),))
     out = {}
     for clip, frame in frames.items():
-        times = np.append(frame["onset"].to_numpy(np.float64), frame["offset"].to_numpy(np.float64)[-1:])
-        out[clip] = score_dataframe((frame[list(CLASSES)].to_numpy(np.float64) >= thr).astype(np.float64), times)
+        values = (frame[list(CLASSES)].to_numpy(np.float64) >= thr).astype(np.float64)
+        out[clip] = score_dataframe(values, frame_times(frame))
     return out
 
 
