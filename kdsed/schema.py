@@ -296,6 +296,24 @@ VERSION_PASS, VERSION_VARIANT, VERSION_SWEEP_ID = "pass", "variant", "sweep_id"
 VERSION_WINDOW, VERSION_THRESHOLD, VERSION_VAL_F1 = "window", "threshold", "val_f1"
 
 
+#: Lineage: a pass's pseudo-labels as an MLflow dataset (`pseudo_labels/pass-2`), logged as a "training" input of
+#: every unit (and pass run) that trains on them and as the "output" of the pass run that wrote them, whose
+#: dataset tags `kdsed.winner.<Class>` name the registry version of each class's winner ("kdsed-Dog/3").
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+CONTEXT_TRAINING, CONTEXT_OUTPUT = "training", "output"
+#: Hex characters of the SHA-256 of a pseudo-label file kept as its dataset digest.
+DATASET_DIGEST_CHARS = 16
+
+
+def pseudo_label_dataset_name(stage: str) -> str:
+    return f"{PSEUDO_LABELS}/{stage}"
+
+
+def winner_version_tag(class_name: str) -> str:
+    """The dataset tag naming the registry version of a class's winner: "kdsed.winner.Dog"."""
+    return f"kdsed.winner.{class_name}"
+
+
 def example_clip_png(k: int) -> str:
     """The figure of the `k`-th example validation clip of a stage (from 1)."""
     return f"clip_{k}.png"

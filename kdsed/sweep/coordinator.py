@@ -253,9 +253,10 @@ class Coordinator:
             scores = self._write_scores(outcome, Path(tmp))
             stage_run = tracking.log_stage(self.tracker, self.state.parent_run_id, outcome, self.data, parquet,
                                            scores=scores)
-        self.state.stage_run_ids[outcome.stage] = stage_run
-        if outcome.is_pass:
-            tracking.register_winners(self.tracker, stage_run, outcome, self.data)
+            self.state.stage_run_ids[outcome.stage] = stage_run
+            if outcome.is_pass:
+                versions = tracking.register_winners(self.tracker, stage_run, outcome, self.data)
+                self._log_lineage(outcome, stage_run, parquet, versions, Path(tmp))
         self.tracker.finish(stage_run)
         self.timings["logging"] += time.perf_counter() - t0
 
@@ -264,6 +265,20 @@ class Coordinator:
                                     outcome.pseudo_labels(self.data, sweep_id=self.state.sweep_id))
         self.storage.put_file(local, schema.pseudo_labels_path(self.state.sweep_id, outcome.stage))
         return local
+
+    def _log_lineage(self, outcome: StageOutcome, stage_run: str, parquet: Path, versions: list, tmp: Path) -> None:
+        """The pass's pseudo-labels (and, from pass 2, those it trained on) as MLflow datasets of its runs."""
+        sweep_id, k = self.state.sweep_id, schema.pass_index(outcome.stage)
+        wrote = tracking.pseudo_label_dataset(parquet, outcome.stage,
+                                              self.storage.uri(schema.pseudo_labels_path(sweep_id, outcome.stage)))
+        trained_on = None
+        if k > 1:
+            previous = schema.pass_stage(k - 1)
+            rel = schema.pseudo_labels_path(sweep_id, previous)
+            trained_on = tracking.pseudo_label_dataset(self.storage.get_file(rel, tmp / "previous.parquet"), previous,
+                                                       self.storage.uri(rel))
+        tracking.log_pseudo_label_lineage(self.tracker, stage_run, [u.name for u in outcome.units.values()],
+                                          wrote=wrote, winner_versions=versions, trained_on=trained_on)
 
     def _write_scores(self, outcome: StageOutcome, tmp: Path) -> Path:
         """The stage's raw frame scores on test and eval, to the storage; returns the local folder (for MLflow)."""
