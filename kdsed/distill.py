@@ -20,9 +20,9 @@ from kdsed import schema
 from kdsed.config import DistillConfig, ModelConfig, PostprocessConfig, TrainConfig, VariantSpec
 from kdsed.constants import EVAL, NUM_CLASSES, TEST, WEAK
 from kdsed.metrics import EventScores, bootstrap_scores, event_scores
+from kdsed.metrics.psds import detection_scores
 from kdsed.postprocess import fill_invalid_frames, gaussian_smooth, median_smooth
 from kdsed.prepare import PreparedData, weak_matrix
-from kdsed.metrics.psds import detection_scores
 from kdsed.scores_io import FrameScores
 from kdsed.search import PostprocessChoice, apply_postprocessing, search_postprocessing, smooth_as_chosen
 from kdsed.train import EpochLog, TargetSet, VariantResult, predict, train_variant
@@ -242,7 +242,8 @@ def pseudo_weak_scores(data: PreparedData, targets: np.ndarray) -> dict[str, flo
 
 
 __all__ = [
-    "Outputs", "Scored", "TrainedUnit", "VariantOutcome", "combine_winners", "detection_scores_with", "frame_scores", "predict_all", "pseudo_label_scores",
+    "Outputs", "Scored", "TrainedUnit", "VariantOutcome", "combine_winners", "detection_scores_with", "frame_scores",
+    "predict_all", "pseudo_label_scores",
     "pseudo_weak_scores", "pseudo_weak_targets", "score_unit", "score_with", "score_with_interval", "search_choice", "select_per_class",
     "smooth_pseudo_labels", "strong_targets", "tagging_set", "train_unit", "validation_set",
     "variant_training_set",

@@ -23,8 +23,8 @@ from kdsed.config import ConfigError, ExperimentConfig, SweepConfig, dump_yaml, 
 from kdsed.events import MetadataError
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import write_pseudo_labels
-from kdsed.scores_io import write_scores
 from kdsed.results import StageReport, format_table
+from kdsed.scores_io import write_scores
 from kdsed.safety import OutputError, check_output, has_marker, mark_created
 from kdsed.train import epoch_printer
 

@@ -46,7 +46,7 @@ class PseudoLabels:
 
 def write_pseudo_labels(path: Path | str, labels: PseudoLabels) -> Path:
     """Write pseudo-labels as Parquet atomically (temporary name, then rename)."""
-    n, frames, classes = labels.probs.shape
+    n, _, classes = labels.probs.shape
     if classes != NUM_CLASSES or len(labels.filenames) != n or len(labels.n_frames) != n:
         raise ValueError(f"pseudo-labels of shape {labels.probs.shape} do not match "
                          f"{len(labels.filenames)} filenames / {NUM_CLASSES} classes")

@@ -69,6 +69,10 @@ def stage_label(report: StageReport) -> str:
     return f"{report.stage}, per-class winners" if report.variants else report.stage
 
 
+#: Columns of the results table after the pseudo-label F1: PSDS1 and PSDS2 of the stage's merged outputs (%).
+PSDS_HEADERS = ("PSDS1", "PSDS2")
+
+
 def format_table(reports: list[StageReport], *, baseline_with_tagging: bool = True) -> str:
     """The results as a Markdown table like the report's Tables 1 and 4 (eval subset, %).
 
@@ -106,10 +110,6 @@ def format_table(reports: list[StageReport], *, baseline_with_tagging: bool = Tr
                  *psds, wall]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-#: Columns of the results table after the pseudo-label F1: PSDS1 and PSDS2 of the stage's merged outputs (%).
-PSDS_HEADERS = ("PSDS1", "PSDS2")
 
 
 def psds_cells(detection: dict[str, Any] | None) -> list[str]:
