@@ -21,9 +21,11 @@ from kdsed.baseline_recipe import tags_from_probs, tune_tag_thresholds
 from kdsed.config import DistillConfig, ModelConfig, PostprocessConfig, TrainConfig, VariantSpec
 from kdsed.constants import EVAL, NUM_CLASSES, TEST, WEAK
 from kdsed.metrics import ClipCounts, EventScores, bootstrap_counts, event_scores
+from kdsed.metrics.psds import detection_scores
 from kdsed.postprocess import fill_invalid_frames, gaussian_smooth, median_smooth
 from kdsed.prepare import PreparedData, weak_matrix
-from kdsed.search import PostprocessChoice, apply_postprocessing, search_postprocessing
+from kdsed.scores_io import FrameScores
+from kdsed.search import PostprocessChoice, apply_postprocessing, search_postprocessing, smooth_as_chosen
 from kdsed.train import EpochLog, TargetSet, VariantResult, predict, train_variant
 
 EpochCallback = Callable[[EpochLog], None]
@@ -198,6 +200,24 @@ def score_with_interval(data: PreparedData, probs: np.ndarray, choice: Postproce
     return scores_with_interval(eval_counts(data, probs, choice, subset))
 
 
+def frame_scores(data: PreparedData, probs: np.ndarray, subset: str, **meta) -> FrameScores:
+    """A model's raw frame scores on a subset, with its frame times (what `kdsed.scores_io` writes)."""
+    fs = data.subsets[subset]
+    return FrameScores.from_outputs(fs.filenames, probs, fs.n_frames, data.feature_config, subset=subset, **meta)
+
+
+def detection_scores_with(data: PreparedData, probs: np.ndarray, choice: PostprocessChoice, subset: str) -> dict:
+    """PSDS1/PSDS2 of the raw `probs`, intersection- and collar-based F1 under `choice` (`kdsed.metrics.psds`), as JSON.
+
+    PSDS sees the model's scores as they are (no post-processing); the two F1s see the scores smoothed
+    and cut as `choice` says, like the event F1.
+    """
+    scores = frame_scores(data, probs, subset)
+    smoothed = smooth_as_chosen(probs, choice, scores.n_frames)
+    return detection_scores(scores.to_sed_scores(), data.reference(subset), scores.durations_s(),
+                            thresholds=choice.thresholds, thresholded=scores.to_sed_scores(smoothed)).to_json()
+
+
 def train_unit(name: str, model_cfg: ModelConfig, train_cfg: TrainConfig, train: TargetSet, data: PreparedData,
                *, on_epoch: EpochCallback | None = None, checkpoint_dir=None, val: TargetSet | None = None) -> TrainedUnit:
     """Train one model (early stopping on `val`, by default the `test` clips) and predict every clip set."""
@@ -268,7 +288,7 @@ def pseudo_weak_scores(data: PreparedData, targets: np.ndarray) -> dict[str, flo
 
 __all__ = [
     "Outputs", "Scored", "TrainedUnit", "VariantOutcome", "combine_winners", "predict_all", "pseudo_label_scores",
-    "pseudo_weak_scores", "pseudo_weak_targets", "pseudo_weak_thresholds", "test_tags", "baseline_stage1_tags", "score_unit", "score_with", "score_with_interval", "scores_with_interval", "eval_counts", "search_choice", "select_per_class",
+    "pseudo_weak_scores", "pseudo_weak_targets", "pseudo_weak_thresholds", "test_tags", "baseline_stage1_tags", "score_unit", "score_with", "score_with_interval", "scores_with_interval", "eval_counts", "search_choice", "select_per_class", "detection_scores_with", "frame_scores",
     "smooth_pseudo_labels", "strong_targets", "tagging_set", "train_unit", "validation_set",
     "variant_training_set",
 ]

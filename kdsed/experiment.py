@@ -25,6 +25,7 @@ from kdsed.pseudolabels import write_pseudo_labels
 from kdsed.metrics import ClipCounts
 from kdsed.results import StageReport, format_seed_table, format_table, results_markdown
 from kdsed.topline import TOPLINE_SKIPPED_NOTE
+from kdsed.scores_io import write_scores
 from kdsed.safety import OutputError, check_output, has_marker, mark_created
 from kdsed.train import epoch_printer
 
@@ -41,6 +42,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: Path | str, *, data: Prepared
     def score(stage: str, units: dict[str, distill.TrainedUnit], t0: float, **kw) -> stages.StageOutcome:
         outcome = _score(stage, units, cfg, data, t0, earlier=counts, **kw)
         counts[stage] = outcome.eval_counts
+        for subset, scores in outcome.frame_scores(data).items():  # raw scores for re-evaluation (docs/evaluation.md)
+            write_scores(out / schema.stage_scores_folder(stage) / schema.scores_file(subset), scores)
         reports.append(outcome.report)
         return outcome
 

@@ -1,6 +1,7 @@
 """Sound event detection on new audio with a per-class winner bundle.
 
-    python -m kdsed.predict --models DIR AUDIO... --out events.tsv [--batch-size N] [--device cpu] [--force]
+    python -m kdsed.predict --models DIR AUDIO... --out events.tsv [--scores DIR] [--batch-size N] [--device cpu]
+                            [--force]
 
 Each audio argument is a file or a directory (every .wav directly inside it).
 Class c's events come from class c's model, smoothed and thresholded with class
@@ -21,13 +22,16 @@ from typing import Sequence
 
 import numpy as np
 
+from kdsed import schema
 from kdsed.bundle import Bundle, BundleError, load_bundle
+from kdsed.config import FeatureConfig
 from kdsed.constants import CLASSES, NUM_CLASSES
 from kdsed.events import EventTable, MetadataError, write_strong_tsv
 from kdsed.failures import EXIT_RUNTIME_FAILURE, os_error_line
 from kdsed.features import FeatureSet
 from kdsed.data.audio import check_audio_header
 from kdsed.safety import OutputError, check_output
+from kdsed.scores_io import FrameScores, write_scores
 from kdsed.search import apply_postprocessing
 
 AUDIO_SUFFIXES = (".wav",)
@@ -65,6 +69,14 @@ def predict_probs(bundle: Bundle, features: FeatureSet, *, batch_size: int = 32,
 def predict_files(bundle: Bundle, paths: Sequence[Path | str], *, batch_size: int = 32, workers: int | None = None,
                   device: str = "cpu", progress: bool = False) -> EventTable:
     """Detected events of every audio file, keyed by the file's basename."""
+    return predict_files_with_scores(bundle, paths, batch_size=batch_size, workers=workers, device=device,
+                                     progress=progress)[0]
+
+
+def predict_files_with_scores(bundle: Bundle, paths: Sequence[Path | str], *, batch_size: int = 32,
+                              workers: int | None = None, device: str = "cpu",
+                              progress: bool = False) -> tuple[EventTable, FrameScores]:
+    """Detected events of every audio file (keyed by basename) and the raw frame scores they were cut from."""
     from kdsed.data import Clip
     from kdsed.features import extract
 
@@ -73,6 +85,7 @@ def predict_files(bundle: Bundle, paths: Sequence[Path | str], *, batch_size: in
     choice = bundle.postprocess_choice()
     cfg = bundle.feature_config
     table: EventTable = {}
+    chunks: list[tuple[list[str], np.ndarray, np.ndarray]] = []
     start = time.perf_counter()
     for first in range(0, len(paths), CHUNK_FILES):
         chunk = paths[first:first + CHUNK_FILES]
@@ -80,11 +93,20 @@ def predict_files(bundle: Bundle, paths: Sequence[Path | str], *, batch_size: in
         fs = extract(clips, cfg, workers=workers, progress=False)
         probs = predict_probs(bundle, fs, batch_size=batch_size, device=device)
         table.update(apply_postprocessing(probs, choice, cfg, fs.filenames, fs.n_frames))
+        chunks.append((list(fs.filenames), probs, np.asarray(fs.n_frames)))
         if progress:
             done, elapsed_s = first + len(chunk), time.perf_counter() - start
             print(f"[kdsed.predict] {done}/{len(paths)} files, {done / max(elapsed_s, 1e-9):.1f} files/s",
                   file=sys.stderr, flush=True)
-    return table
+    return table, _joined_scores(chunks, cfg)
+
+
+def _joined_scores(chunks: list[tuple[list[str], np.ndarray, np.ndarray]], cfg: FeatureConfig) -> FrameScores:
+    """The chunks' frame scores as one `FrameScores` (padded to the widest chunk)."""
+    width = max(probs.shape[1] for _, probs, _ in chunks)
+    padded = [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0))) for _, p, _ in chunks]
+    return FrameScores.from_outputs([f for names, _, _ in chunks for f in names], np.concatenate(padded),
+                                    np.concatenate([n for _, _, n in chunks]), cfg, subset="predict")
 
 
 def expand_audio_paths(items: Sequence[Path | str]) -> list[Path]:
@@ -149,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("audio", nargs="+", help="audio files or directories of .wav files")
     parser.add_argument("--out", required=True, type=Path, help="events TSV to write (not an existing file kdsed "
                                                                "did not write, unless --force)")
+    parser.add_argument("--scores", type=Path, help="also write the raw frame scores to SCORES/scores.parquet "
+                                                    "(for python -m kdsed.evaluate REF.tsv --scores)")
     parser.add_argument("--force", action="store_true", help="replace --out even if kdsed did not write it")
     parser.add_argument("--batch-size", type=int, default=32, help="clips per forward pass")
     parser.add_argument("--workers", type=int, default=None, help="feature extraction processes (default: cores)")
@@ -161,16 +185,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = check_device(args.device)
         paths = expand_audio_paths(args.audio)
         check_output(args.out, flag="--out", kind="file", inputs=[args.models, *paths], force=args.force)
+        scores_file = args.scores / schema.PREDICT_SCORES_FILE if args.scores else None
+        if scores_file is not None:
+            check_output(scores_file, flag="--scores", kind="file", inputs=[args.models, *paths, args.out],
+                         force=args.force)
         bundle = load_bundle(args.models)
         for path in paths:
             check_audio_header(path)
-        table = predict_files(bundle, paths, batch_size=args.batch_size, workers=args.workers,
-                              device=device, progress=len(paths) > CHUNK_FILES or sys.stderr.isatty())
+        table, scores = predict_files_with_scores(bundle, paths, batch_size=args.batch_size, workers=args.workers,
+                                                  device=device, progress=len(paths) > CHUNK_FILES or sys.stderr.isatty())
     except (BundleError, MetadataError, OutputError, DeviceError) as e:
         print(f"kdsed.predict: error: {e}", file=sys.stderr)
         return 2
     try:
         write_strong_tsv(args.out, table)
+        if scores_file is not None:
+            write_scores(scores_file, scores)
     except OSError as e:  # a folder in the way, a full disk ...: an existing file stays as it was
         print(f"kdsed.predict: error: {os_error_line(e)}", file=sys.stderr)
         return EXIT_RUNTIME_FAILURE

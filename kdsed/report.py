@@ -25,7 +25,7 @@ from kdsed import schema
 from kdsed.constants import CLASSES, DEFAULT_TRACKING_URI, MLFLOW_EXPERIMENT
 from kdsed.failures import EXIT_RUNTIME_FAILURE, os_error_line
 from kdsed.report_outputs import REPORT_TITLE, check_report_outputs, figures_folder, mark_figures, store_problem
-from kdsed.results import StageReport, percent, results_markdown, short_class_name, stage_label
+from kdsed.results import StageReport, detection_table, percent, results_markdown, short_class_name, stage_label
 from kdsed.safety import OutputError
 
 
@@ -124,7 +124,8 @@ def stage_report(stage_run, variant_runs: list) -> StageReport:
     report = StageReport(schema.stage_title(stage), schema.scores_from_metrics(m, schema.VAL),
                          schema.scores_from_metrics(m, schema.EVAL), wall_time_s=m.get(schema.WALL_TIME, 0.0),
                          pseudo=pseudo, winners=schema.winners_from_params(stage_run.data.params), variants=variants,
-                         kd_topline_ratio=m.get(schema.KD_TOPLINE_RATIO))
+                         kd_topline_ratio=m.get(schema.KD_TOPLINE_RATIO),
+                         detection=schema.detection_from_metrics(m, schema.EVAL))
     report.comparisons = {name: {"against": _compared_with(stage, name, report), **c}
                           for name, c in schema.comparisons_from_metrics(m).items()}
     return report
@@ -214,6 +215,10 @@ def render(sweep: SweepReport, tracking_uri: str, figures: dict[str, list[str]] 
     """The whole report as Markdown; `figures` maps a run label to figure paths relative to the report."""
     blocks = [f"{REPORT_TITLE}{sweep.sweep_id}", _status(sweep, tracking_uri),
               "## Results on eval (event-based, %)", results_markdown(sweep.stages)]
+    detection = detection_table(sweep.stages)
+    if detection:
+        blocks += ["## DESED metrics on eval (%, sed_scores_eval: PSDS of the raw scores, F1s under the chosen "
+                   "post-processing)", detection]
     if sweep.winners:
         blocks += ["## Per-class winners (validation F1 %, on `test`)", winners_table(sweep)]
     blocks += ["## Validation macro F1 per stage (%)", validation_table(sweep)]

@@ -29,6 +29,8 @@ class StageReport:
     #: share_a_better}, fractions) and, for a pass, its macro F1 over the topline's.
     comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
     kd_topline_ratio: float | None = None
+    #: PSDS1/PSDS2, intersection- and collar-based F1 of the merged outputs on eval (`DetectionScores.to_json`).
+    detection: dict[str, Any] | None = None
 
     @property
     def best_single(self) -> str | None:
@@ -74,6 +76,10 @@ def stage_label(report: StageReport) -> str:
     return f"{report.stage}, per-class winners" if report.variants else report.stage
 
 
+#: Columns of the results table after the pseudo-label F1: PSDS1 and PSDS2 of the stage's merged outputs (%).
+PSDS_HEADERS = ("PSDS1", "PSDS2")
+
+
 def format_table(reports: list[StageReport], *, baseline_with_tagging: bool = True) -> str:
     """The results as a Markdown table like the report's Tables 1 and 4 (eval subset, %).
 
@@ -86,7 +92,7 @@ def format_table(reports: list[StageReport], *, baseline_with_tagging: bool = Tr
     stages = {r.stage for r in reports}
     baseline, tagging = schema.stage_title(schema.BASELINE), schema.stage_title(schema.TAGGING)
     together = baseline_with_tagging and {baseline, tagging} <= stages
-    rows = []  # (label, eval scores, pseudo-label F1, wall time cell, is a stage row)
+    rows = []  # (label, eval scores, pseudo-label F1, wall time cell, is a stage row, PSDS cells)
     for r in reports:
         pseudo = r.pseudo.get("macro", {}).get("f_measure") if r.pseudo else None
         wall = f"{r.wall_time_s:.0f}"
@@ -94,19 +100,21 @@ def format_table(reports: list[StageReport], *, baseline_with_tagging: bool = Tr
             wall = ""
         elif together and r.stage == tagging:
             wall += " (with baseline)"
-        rows.append((stage_label(r), r.eval, pseudo, wall, True))
+        rows.append((stage_label(r), r.eval, pseudo, wall, True, psds_cells(r.detection)))
         if r.best_single:
             rows.append((f"{r.stage}, best single ({variant_label(r.best_single)})",
-                         r.variants[r.best_single]["eval"], None, "", False))
-    best_f1 = _best([percent(ev["macro"]["f_measure"]) for _, ev, _, _, main in rows if main])
-    best_pseudo = _best([percent(p) for _, _, p, _, _ in rows if p is not None])
-    head = ["stage", "F1 [95 % CI]", "P", "R", *(short_class_name(c) for c in CLASSES), "pseudo-label F1", "wall s"]
+                         r.variants[r.best_single]["eval"], None, "", False, psds_cells(None)))
+    best_f1 = _best([percent(row[1]["macro"]["f_measure"]) for row in rows if row[4]])
+    best_pseudo = _best([percent(row[2]) for row in rows if row[2] is not None])
+    head = ["stage", "F1 [95 % CI]", "P", "R", *(short_class_name(c) for c in CLASSES), "pseudo-label F1",
+            *PSDS_HEADERS, "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for label, ev, pseudo, wall, main in rows:
+    for label, ev, pseudo, wall, main, psds in rows:
         f1, p, r = (percent(ev["macro"][k]) for k in ("f_measure", "precision", "recall"))
         pseudo_cell = "" if pseudo is None else percent(pseudo)
         cells = [label, _bold(f1, best_f1 if main else None) + _interval_cell(ev), p, r,
-                 *(percent(ev["class_wise"][c]["f_measure"]) for c in CLASSES), _bold(pseudo_cell, best_pseudo), wall]
+                 *(percent(ev["class_wise"][c]["f_measure"]) for c in CLASSES), _bold(pseudo_cell, best_pseudo),
+                 *psds, wall]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -159,6 +167,26 @@ def results_markdown(reports: list[StageReport], *, baseline_with_tagging: bool 
 
 def _points(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:+.2f}"
+
+
+def psds_cells(detection: dict[str, Any] | None) -> list[str]:
+    """PSDS1 and PSDS2 in % ("" where the stage has none: older runs, best-single rows)."""
+    if not detection:
+        return [""] * len(PSDS_HEADERS)
+    return [percent(detection[s]["value"]) for s in schema.PSDS_SCENARIOS]
+
+
+def detection_table(reports: list[StageReport]) -> str:
+    """The DESED metrics of each stage on eval (%): PSDS1, PSDS2, intersection- and collar-based macro F1 / P / R."""
+    head = ["stage", *PSDS_HEADERS, "intersection F1", "P", "R", "collar F1", "P", "R"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in reports:
+        if not r.detection:
+            continue
+        f1s = [percent(r.detection[k]["macro"][m]) for k in ("intersection_f1", "collar_f1")
+               for m in ("f_measure", "precision", "recall")]
+        lines.append("| " + " | ".join([stage_label(r), *psds_cells(r.detection), *f1s]) + " |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
 def _interval_cell(scores: dict[str, Any]) -> str:

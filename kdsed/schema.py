@@ -11,11 +11,12 @@ Storage layout of one sweep (paths relative to the storage root):
     sweeps/<sweep id>/units/<unit folder>/         model.pt, outputs.npz, summary.json, attempts/
     sweeps/<sweep id>/stages/<stage>.json          a finished stage's report, choice and winners
     sweeps/<sweep id>/pseudo_labels/<stage>.parquet
+    sweeps/<sweep id>/scores/<stage>/<subset>.parquet   a stage's raw frame scores on test and eval
     ray/<sweep id>-<unit folder>/                  Ray Train's run folders
     tune/<sweep id>-<stage>/                       Ray Tune's
 
-The serial runner writes `config.yaml`, `results.json`, `results.md`, `checkpoints/<unit>/` and
-`pseudo_labels/<stage>.parquet` under its output folder.
+The serial runner writes `config.yaml`, `results.json`, `results.md`, `checkpoints/<unit>/`,
+`pseudo_labels/<stage>.parquet` and `scores/<stage>/<subset>.parquet` under its output folder.
 """
 
 from __future__ import annotations
@@ -228,6 +229,40 @@ def scores_from_metrics(metrics: Mapping[str, float], prefix: str) -> dict[str, 
     return scores
 
 
+#: The DESED metrics of a stage's merged outputs (`kdsed.metrics.psds.DetectionScores.to_json`):
+#: `eval_psds1`, `eval_psds2_Dog`, `eval_intersection_f1_macro`, `eval_collar_precision_Cat`, ...
+PSDS_SCENARIOS = ("psds1", "psds2")
+_DETECTION_F1 = (("intersection_f1", "intersection"), ("collar_f1", "collar"))
+
+
+def detection_metrics(prefix: str, detection: Mapping[str, Any] | None) -> dict[str, float]:
+    """`{prefix}_psds1`, `{prefix}_psds1_<Class>`, `{prefix}_intersection_f1_macro`, ... (None left out)."""
+    if not detection:
+        return {}
+    out = {}
+    for scenario in PSDS_SCENARIOS:
+        values = {"": detection[scenario]["value"],
+                  **{f"_{c}": v for c, v in detection[scenario]["class_wise"].items()}}
+        out.update({f"{prefix}_{scenario}{of}": float(v) for of, v in values.items() if v is not None})
+    for key, word in _DETECTION_F1:
+        out.update({k.replace(f"{prefix}_", f"{prefix}_{word}_", 1): v
+                    for k, v in score_metrics(prefix, detection[key]).items()})
+    return out
+
+
+def detection_from_metrics(metrics: Mapping[str, float], prefix: str) -> dict[str, Any] | None:
+    """The inverse of `detection_metrics` (None when the run logged no PSDS)."""
+    if f"{prefix}_{PSDS_SCENARIOS[0]}" not in metrics:
+        return None
+    out: dict[str, Any] = {s: {"value": metrics.get(f"{prefix}_{s}"),
+                               "class_wise": {c: metrics.get(f"{prefix}_{s}_{c}") for c in CLASSES}}
+                           for s in PSDS_SCENARIOS}
+    for key, word in _DETECTION_F1:
+        out[key] = scores_from_metrics({k.replace(f"{prefix}_{word}_", f"{prefix}_", 1): v for k, v in metrics.items()
+                                        if k.startswith(f"{prefix}_{word}_")}, prefix)
+    return out
+
+
 def has_scores(metrics: Mapping[str, float], prefix: str) -> bool:
     return any(k.startswith(f"{prefix}_") for k in metrics)
 
@@ -236,6 +271,7 @@ def per_pass_metrics(metrics: Mapping[str, float], stage: str) -> dict[str, floa
     """A stage's points on the parent run's per-pass curves: averages and per-class F1 on val and eval."""
     wanted = {score_metric(p, stat, a) for p in (VAL, EVAL) for stat, _ in _STATS for a in _AVERAGES}
     wanted |= {score_metric(p, "f_measure", c) for p in (VAL, EVAL) for c in CLASSES}
+    wanted |= {f"{EVAL}_{s}" for s in PSDS_SCENARIOS}
     points = {k: v for k, v in metrics.items() if k in wanted}
     if stage == TAGGING or pass_index(stage) is not None:
         return points
@@ -299,6 +335,24 @@ VERSION_PASS, VERSION_VARIANT, VERSION_SWEEP_ID = "pass", "variant", "sweep_id"
 VERSION_WINDOW, VERSION_THRESHOLD, VERSION_VAL_F1 = "window", "threshold", "val_f1"
 
 
+#: Lineage: a pass's pseudo-labels as an MLflow dataset (`pseudo_labels/pass-2`), logged as a "training" input of
+#: every unit (and pass run) that trains on them and as the "output" of the pass run that wrote them, whose
+#: dataset tags `kdsed.winner.<Class>` name the registry version of each class's winner ("kdsed-Dog/3").
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+CONTEXT_TRAINING, CONTEXT_OUTPUT = "training", "output"
+#: Hex characters of the SHA-256 of a pseudo-label file kept as its dataset digest.
+DATASET_DIGEST_CHARS = 16
+
+
+def pseudo_label_dataset_name(stage: str) -> str:
+    return f"{PSEUDO_LABELS}/{stage}"
+
+
+def winner_version_tag(class_name: str) -> str:
+    """The dataset tag naming the registry version of a class's winner: "kdsed.winner.Dog"."""
+    return f"kdsed.winner.{class_name}"
+
+
 def example_clip_png(k: int) -> str:
     """The figure of the `k`-th example validation clip of a stage (from 1)."""
     return f"clip_{k}.png"
@@ -352,6 +406,26 @@ def pseudo_labels_file(stage: str) -> str:
 
 def pseudo_labels_path(sweep_id: str, stage: str) -> str:
     return f"{sweep_folder(sweep_id)}/{pseudo_labels_file(stage)}"
+
+
+#: A stage's raw frame scores (`kdsed.scores_io`), also the artifact folder of its stage run.
+SCORES = "scores"
+#: The scores file `python -m kdsed.predict --scores DIR` writes in DIR.
+PREDICT_SCORES_FILE = "scores.parquet"
+
+
+def scores_file(subset: str) -> str:
+    """A stage's scores of one subset, relative to its scores folder: "eval.parquet"."""
+    return f"{subset}.parquet"
+
+
+def stage_scores_folder(stage: str) -> str:
+    """A stage's scores folder, relative to a sweep's folder or to the serial runner's output: "scores/pass-2"."""
+    return f"{SCORES}/{stage}"
+
+
+def scores_path(sweep_id: str, stage: str, subset: str) -> str:
+    return f"{sweep_folder(sweep_id)}/{stage_scores_folder(stage)}/{scores_file(subset)}"
 
 
 def ray_run_name(sweep_id: str, what: str) -> str:

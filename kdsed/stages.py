@@ -22,11 +22,12 @@ import numpy as np
 
 from kdsed import baseline_recipe, distill, schema
 from kdsed.config import DistillConfig, ExperimentConfig, ModelConfig, PostprocessConfig, TrainConfig, VariantSpec
-from kdsed.constants import CLASSES, TEST
+from kdsed.constants import CLASSES, EVAL, TEST
 from kdsed.distill import Outputs, TrainedUnit, VariantOutcome
 from kdsed.prepare import PreparedData
 from kdsed.pseudolabels import PseudoLabels
 from kdsed.results import StageReport
+from kdsed.scores_io import FrameScores
 from kdsed.search import PostprocessChoice
 from kdsed.metrics import ClipCounts, paired_difference_counts
 from kdsed.topline import TOPLINE_SKIPPED_NOTE, topline_training_set
@@ -148,6 +149,11 @@ class StageOutcome:
     def is_pass(self) -> bool:
         return schema.pass_index(self.stage) is not None
 
+    def frame_scores(self, data: PreparedData, **meta) -> dict[str, FrameScores]:
+        """The merged outputs' raw frame scores on `test` and `eval` (written by `kdsed.scores_io.write_scores`)."""
+        return {subset: distill.frame_scores(data, probs, subset, stage=self.stage, **meta)
+                for subset, probs in ((TEST, self.merged.test), (EVAL, self.merged.eval))}
+
     def pseudo_labels(self, data: PreparedData, **meta) -> PseudoLabels:
         """The pass's strong pseudo-labels of the training clips (the next pass's targets), with their metadata."""
         if not self.is_pass:
@@ -186,6 +192,7 @@ def score_stage(stage: str, units: Mapping[str, TrainedUnit], choices: Mapping[s
                                                                     report.best_single)
     if is_pass and earlier:
         compare_with_earlier(report, stage, counts, earlier)
+    report.detection = detection_scores(data, merged, choice)
     if started is not None:
         report.wall_time_s = time.perf_counter() - started
     return StageOutcome(stage, scored, winners, choice, merged, report, unit_eval, counts)
@@ -214,6 +221,12 @@ def _paired(a: ClipCounts, b: ClipCounts, against: str) -> dict:
     """The paired difference a - b of the eval macro F1 as the report keeps it (fractions)."""
     diff = paired_difference_counts(a, b)
     return {"against": against, **diff.macro_f1.to_json(), "share_a_better": diff.to_json()["macro"]["share_a_better"]}
+
+
+def detection_scores(data: PreparedData, merged: Outputs, choice: PostprocessChoice) -> dict:
+    """PSDS1/PSDS2, intersection- and collar-based F1 of the stage's merged outputs on `eval` (not per unit: they
+    cost ~1-2 min a stage on the mini set's 880 eval clips, most of it PSDS2)."""
+    return distill.detection_scores_with(data, merged.eval, choice, EVAL)
 
 
 def _pseudo_scores(data: PreparedData, train_probs: np.ndarray, choice: PostprocessChoice,

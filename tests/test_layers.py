@@ -12,8 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kdsed"
 LAYERS = [
     {"constants", "atomic", "limits", "failures", "safety", "yaml_input"},
     {"schema", "config", "events", "stores"},
-    {"data", "models", "metrics", "postprocess", "pseudolabels", "features", "evaluate"},
-    {"prepare", "search", "plots", "results", "train", "bundle"},
+    {"data", "models", "metrics", "postprocess", "pseudolabels", "scores_io", "features"},
+    {"prepare", "search", "plots", "results", "train", "bundle", "evaluate"},
     {"distill", "topline", "baseline_recipe", "predict", "registry"},
     {"stages"},
     {"experiment", "sweep", "report", "report_outputs", "ablations"},

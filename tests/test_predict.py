@@ -114,6 +114,27 @@ def test_cli_writes_a_dcase_tsv(bundle: Bundle, audio_dir: Path, tmp_path: Path,
     assert f"events in 2 files -> {out}" in capsys.readouterr().out
 
 
+def test_cli_writes_the_raw_scores_the_events_were_cut_from(bundle: Bundle, audio_dir: Path, tmp_path: Path,
+                                                          predicted: dict) -> None:
+    from kdsed.scores_io import read_scores
+
+    rc = main(["--models", str(bundle.directory), str(audio_dir), "--out", str(tmp_path / "events.tsv"),
+               "--scores", str(tmp_path / "scores"), "--workers", "1"])
+    assert rc == 0
+    scores = read_scores(tmp_path / "scores" / "scores.parquet")
+    assert scores.filenames == ["long.wav", "short.wav"] and list(scores.n_frames) == [240, 1 + (6 * SAMPLE_RATE - 1024) // 664]
+    assert scores.meta["subset"] == "predict" and scores.hop_s == bundle.feature_config.hop_s
+    cfg = bundle.feature_config
+    again = apply_postprocessing(scores.scores, bundle.postprocess_choice(), cfg, scores.filenames, scores.n_frames)
+    assert again == predicted
+    # not over a file kdsed did not write
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "scores.parquet").write_text("my notes")
+    assert main(["--models", str(bundle.directory), str(audio_dir), "--out", str(tmp_path / "e2.tsv"),
+                 "--scores", str(tmp_path / "mine"), "--workers", "1"]) == 2
+    assert (tmp_path / "mine" / "scores.parquet").read_text() == "my notes"
+
+
 def test_cli_refuses_a_tampered_bundle_and_missing_audio(bundle: Bundle, audio_dir: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     copy = Path(shutil.copytree(bundle.directory, tmp_path / "bundle"))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from kdsed.constants import CLASSES
-from kdsed.results import StageReport, format_table, short_class_name, variant_label
+from kdsed.results import StageReport, detection_table, format_table, short_class_name, variant_label
 
 HEADER = ("| stage | F1 [95 % CI] | P | R | Alarm | Blender | Cat | Dishes | Dog | Shaver | Frying | Water | Speech | Vacuum "
-          "| pseudo-label F1 | wall s |")
+          "| pseudo-label F1 | PSDS1 | PSDS2 | wall s |")
 
 
 def scores(f1: float, p: float, r: float, first_class_f1: float = 0.0) -> dict:
@@ -27,23 +27,37 @@ def reports() -> list[StageReport]:
         StageReport("pass 1", scores(0.1, 0, 0), scores(0.0405, None, 0.2059), wall_time_s=85.0,
                     pseudo=scores(0.0388, 0, 0), winners=["deep"] * 10),
         StageReport("pass 2", scores(0.3, 0, 0), scores(0.1320, 0.1150, 0.2380, 0.2), wall_time_s=319.2,
-                    pseudo=scores(0.12, 0, 0), winners=["deep-none"] * 10, variants=variants),
+                    pseudo=scores(0.12, 0, 0), winners=["deep-none"] * 10, variants=variants,
+                    detection=detection(0.41234, 0.6)),
     ]
+
+
+def detection(psds1: float, psds2: float) -> dict:
+    """DESED metrics in `DetectionScores.to_json` form; intersection F1 = PSDS2 / 2, collar F1 = PSDS1 / 2."""
+    return {"psds1": {"value": psds1, "class_wise": {}}, "psds2": {"value": psds2, "class_wise": {}},
+            "intersection_f1": scores(psds2 / 2, 0.1, 0.2), "collar_f1": scores(psds1 / 2, 0.3, 0.4)}
 
 
 def test_sweep_table_layout_and_values():
     lines = format_table(reports()).splitlines()
     assert lines[0] == HEADER
-    assert lines[1] == "|" + "---|" * 16
+    assert lines[1] == "|" + "---|" * 18
     classes = lambda start: " | ".join(f"{start + k:.2f}" for k in range(10))  # noqa: E731
     assert lines[2:] == [
-        f"| baseline, stage 1 only (DCASE 2018 CRNN) | 5.78 | 3.60 | 22.86 | {classes(0)} |  |  |",
-        f"| tagging model (deep, weak labels) | 8.71 | 6.71 | 17.27 | {classes(10)} |  | 222 (with baseline) |",
-        f"| pass 1 | 4.05 | n/a | 20.59 | {classes(0)} | 3.88 | 85 |",
-        f"| pass 2, per-class winners | **13.20** | 11.50 | 23.80 | {classes(20)} | **12.00** | 319 |",
-        # the best single variant is the best on validation (shallow), not on eval
-        f"| pass 2, best single (shallow, median+Gauss) | 14.00 | 15.00 | 16.00 | {classes(60)} |  |  |",
+        f"| baseline, stage 1 only (DCASE 2018 CRNN) | 5.78 | 3.60 | 22.86 | {classes(0)} |  |  |  |  |",
+        f"| tagging model (deep, weak labels) | 8.71 | 6.71 | 17.27 | {classes(10)} |  |  |  | 222 (with baseline) |",
+        f"| pass 1 | 4.05 | n/a | 20.59 | {classes(0)} | 3.88 |  |  | 85 |",
+        f"| pass 2, per-class winners | **13.20** | 11.50 | 23.80 | {classes(20)} | **12.00** | 41.23 | 60.00 | 319 |",
+        # the best single variant is the best on validation (shallow), not on eval; PSDS is the stage's only
+        f"| pass 2, best single (shallow, median+Gauss) | 14.00 | 15.00 | 16.00 | {classes(60)} |  |  |  |  |",
     ]
+
+
+def test_detection_table_lists_the_stages_with_desed_metrics():
+    assert detection_table(reports()).splitlines() == [
+        "| stage | PSDS1 | PSDS2 | intersection F1 | P | R | collar F1 | P | R |", "|" + "---|" * 9,
+        "| pass 2, per-class winners | 41.23 | 60.00 | 30.00 | 10.00 | 20.00 | 20.62 | 30.00 | 40.00 |"]
+    assert detection_table(reports()[:3]) == ""
 
 
 def test_serial_runner_times_baseline_and_tagging_apart():

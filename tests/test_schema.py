@@ -7,6 +7,8 @@ scripts and dashboards see, so that renaming one is a decision and not an accide
 from __future__ import annotations
 
 import math
+
+import pytest
 from pathlib import Path
 
 from kdsed import schema
@@ -111,3 +113,22 @@ def test_comparison_metrics_round_trip():
     assert metrics[schema.KD_TOPLINE_RATIO] == 0.75 and "eval_f1_macro_diff_vs_topline_share_better" not in metrics
     back = schema.comparisons_from_metrics(metrics)
     assert back == {name: {k: v for k, v in c.items() if k != "against"} for name, c in comparisons.items()}
+
+
+def test_detection_metrics_names_and_their_inverse():
+    from kdsed.metrics import EventScores
+
+    counts = EventScores.from_counts([2] * 10, [1] * 10, [3] * 10).to_json()
+    detection = {"psds1": {"value": 0.31, "class_wise": {**dict.fromkeys(schema.CLASSES), "Dog": 0.2}},
+                 "psds2": {"value": 0.52, "class_wise": dict.fromkeys(schema.CLASSES)},
+                 "intersection_f1": counts, "collar_f1": counts}
+    metrics = schema.detection_metrics(schema.EVAL, detection)
+    assert metrics["eval_psds1"] == 0.31 and metrics["eval_psds1_Dog"] == 0.2 and "eval_psds1_Cat" not in metrics
+    assert metrics["eval_intersection_f1_macro"] == metrics["eval_collar_f1_macro"] == pytest.approx(0.5)  # P 2/3, R 2/5
+    assert metrics["eval_collar_precision_Cat"] == pytest.approx(2 / 3) and "eval_f1_macro" not in metrics
+    back = schema.detection_from_metrics({**metrics, "eval_f1_macro": 0.9}, schema.EVAL)
+    assert back["psds1"] == detection["psds1"] and back["psds2"]["value"] == 0.52
+    assert back["collar_f1"]["macro"] == counts["macro"] and back["intersection_f1"]["class_wise"]["Dog"] == {
+        k: v for k, v in counts["class_wise"]["Dog"].items() if k not in ("n_ref", "n_sys")}
+    assert schema.detection_from_metrics({"eval_f1_macro": 0.9}, schema.EVAL) is None
+    assert "eval_psds1" in schema.per_pass_metrics(metrics, "pass-2")

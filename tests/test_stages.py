@@ -127,6 +127,21 @@ def test_score_stage_on_the_sweeps_units_gives_the_sweeps_reports(finished_sweep
         assert {k: v for k, v in written.meta.items() if k not in ("schema_version", "classes")} == \
             json.loads(json.dumps(expected.meta))
     assert outcomes[2].report.pseudo is None or set(outcomes[2].report.pseudo) == {schema.TAGGING}
+    # The raw scores a stage hands out are its merged outputs; its collar-based F1 (sed_scores_eval) is its event F1.
+    from kdsed.scores_io import read_scores
+
+    for outcome in outcomes:
+        for subset, expected_scores in outcome.frame_scores(data).items():
+            written = read_scores(folder / schema.stage_scores_folder(outcome.stage) / schema.scores_file(subset))
+            assert written.filenames == expected_scores.filenames and written.meta["stage"] == outcome.stage
+            np.testing.assert_array_equal(written.scores, expected_scores.scores)
+        report = outcome.report
+        collar = report.detection["collar_f1"]
+        assert [collar["class_wise"][c]["n_sys"] for c in collar["class_wise"]] == \
+            [report.eval["class_wise"][c]["n_sys"] for c in collar["class_wise"]]
+        assert collar["macro"]["f_measure"] == pytest.approx(report.eval["macro"]["f_measure"], abs=1e-12)
+        assert all(v is None or 0 <= v <= 1 for v in (report.detection["psds1"]["value"],
+                                                     report.detection["psds2"]["value"]))
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ from kdsed.metrics import ClipCounts
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import read_pseudo_labels, write_pseudo_labels
 from kdsed.results import StageReport, winner_table as results_winner_table
+from kdsed.scores_io import write_scores
 from kdsed.search import PostprocessChoice
 from kdsed.stages import StageOutcome, UnitSpec
 from kdsed.sweep import tracking
@@ -265,10 +266,13 @@ class Coordinator:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             parquet = self._write_pseudo_labels(outcome, Path(tmp)) if outcome.is_pass else None
-            stage_run = tracking.log_stage(self.tracker, self.state.parent_run_id, outcome, self.data, parquet)
-        self.state.stage_run_ids[outcome.stage] = stage_run
-        if outcome.is_pass:
-            tracking.register_winners(self.tracker, stage_run, outcome, self.data)
+            scores = self._write_scores(outcome, Path(tmp))
+            stage_run = tracking.log_stage(self.tracker, self.state.parent_run_id, outcome, self.data, parquet,
+                                           scores=scores)
+            self.state.stage_run_ids[outcome.stage] = stage_run
+            if outcome.is_pass:
+                versions = tracking.register_winners(self.tracker, stage_run, outcome, self.data)
+                self._log_lineage(outcome, stage_run, parquet, versions, Path(tmp))
         self.tracker.finish(stage_run)
         self.timings["logging"] += time.perf_counter() - t0
 
@@ -277,6 +281,28 @@ class Coordinator:
                                     outcome.pseudo_labels(self.data, sweep_id=self.state.sweep_id))
         self.storage.put_file(local, schema.pseudo_labels_path(self.state.sweep_id, outcome.stage))
         return local
+
+    def _log_lineage(self, outcome: StageOutcome, stage_run: str, parquet: Path, versions: list, tmp: Path) -> None:
+        """The pass's pseudo-labels (and, from pass 2, those it trained on) as MLflow datasets of its runs."""
+        sweep_id, k = self.state.sweep_id, schema.pass_index(outcome.stage)
+        wrote = tracking.pseudo_label_dataset(parquet, outcome.stage,
+                                              self.storage.uri(schema.pseudo_labels_path(sweep_id, outcome.stage)))
+        trained_on = None
+        if k > 1:
+            previous = schema.pass_stage(k - 1)
+            rel = schema.pseudo_labels_path(sweep_id, previous)
+            trained_on = tracking.pseudo_label_dataset(self.storage.get_file(rel, tmp / "previous.parquet"), previous,
+                                                       self.storage.uri(rel))
+        tracking.log_pseudo_label_lineage(self.tracker, stage_run, [u.name for u in outcome.units.values()],
+                                          wrote=wrote, winner_versions=versions, trained_on=trained_on)
+
+    def _write_scores(self, outcome: StageOutcome, tmp: Path) -> Path:
+        """The stage's raw frame scores on test and eval, to the storage; returns the local folder (for MLflow)."""
+        folder = tmp / schema.SCORES
+        for subset, scores in outcome.frame_scores(self.data, sweep_id=self.state.sweep_id).items():
+            local = write_scores(folder / schema.scores_file(subset), scores)
+            self.storage.put_file(local, schema.scores_path(self.state.sweep_id, outcome.stage, subset))
+        return folder
 
     def pseudo_labels(self, stage: str) -> np.ndarray:
         """The pseudo-labels a finished pass wrote, as an array in training-clip order."""

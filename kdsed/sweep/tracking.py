@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import random
@@ -220,8 +221,11 @@ def start_sweep_run(tracker: Tracker, cfg: SweepConfig, *, topline: bool = False
 
 
 def log_stage(tracker: Tracker, parent_run_id: str, outcome: StageOutcome, data: PreparedData,
-              parquet: Path | None) -> str:
-    """A finished stage's run (and one run per unit under it); its points on the parent's per-pass curves."""
+              parquet: Path | None, *, scores: Path | None = None) -> str:
+    """A finished stage's run (and one run per unit under it); its points on the parent's per-pass curves.
+
+    `scores`: a folder of the stage's raw frame scores (`kdsed.scores_io`), logged under `scores/`.
+    """
     stage, index = outcome.stage, schema.stage_index(outcome.stage)
     stage_run = tracker.run(stage, stage, parent_run_id, {schema.TAG_PASS: str(index), schema.TAG_STAGE: stage})
     for variant, unit in outcome.units.items():
@@ -231,6 +235,8 @@ def log_stage(tracker: Tracker, parent_run_id: str, outcome: StageOutcome, data:
                 params={**schema.choice_params(outcome.choice), **schema.winner_params(outcome.report.winners)})
     if parquet is not None:
         tracker.artifact(stage_run, parquet, schema.PSEUDO_LABELS)
+    if scores is not None:
+        tracker.artifact(stage_run, scores, schema.SCORES)
     with tempfile.TemporaryDirectory() as tmp:
         for png in figures.example_clips(Path(tmp), stage, data, outcome.merged.test, outcome.choice):
             tracker.artifact(stage_run, png, schema.FIGURES)
@@ -245,6 +251,7 @@ def stage_metrics(report: StageReport) -> dict[str, float]:
                **schema.comparison_metrics(report.comparisons, report.kd_topline_ratio), schema.WALL_TIME: report.wall_time_s}
     if report.pseudo and "macro" in report.pseudo:
         metrics.update(schema.score_metrics(schema.PSEUDO, report.pseudo))
+    metrics.update(schema.detection_metrics(schema.EVAL, report.detection))
     return metrics
 
 
@@ -272,8 +279,10 @@ def log_unit(tracker: Tracker, stage_run: str, index: int, variant: str, unit: V
     tracker.finish(run_id)
 
 
-def register_winners(tracker: Tracker, stage_run: str, outcome: StageOutcome, data: PreparedData) -> None:
-    """Each class's winner as a class bundle under the pass run, registered; the pass's aliases moved together."""
+def register_winners(tracker: Tracker, stage_run: str, outcome: StageOutcome, data: PreparedData) -> list[Any]:
+    """Each class's winner as a class bundle under the pass run, registered; the pass's aliases moved together.
+
+    Returns the registered model versions, in `CLASSES` order."""
     from kdsed.registry import point_aliases
 
     k = schema.pass_index(outcome.stage)
@@ -282,6 +291,7 @@ def register_winners(tracker: Tracker, stage_run: str, outcome: StageOutcome, da
     # `champion` on a mix of two sweeps' winners (whose normalizers may differ: no bundle could be pulled).
     with tracker.store_lock():
         point_aliases(tracker.client, versions, [schema.CHAMPION_ALIAS, schema.pass_alias(k)])
+    return versions
 
 
 def _register_class(tracker: Tracker, stage_run: str, outcome: StageOutcome, data: PreparedData, c: int) -> Any:
@@ -320,3 +330,42 @@ def log_sweep_results(tracker: Tracker, parent_run_id: str, reports: list[StageR
         for png in figures.sweep_summary(Path(tmp), reports, variant_names):
             tracker.artifact(parent_run_id, png, schema.FIGURES)
     tracker.finish(parent_run_id)
+
+
+# ---- lineage: the pseudo-labels as MLflow datasets -------------------------------------------------
+
+
+def pseudo_label_dataset(local: Path, stage: str, source_uri: str) -> Any:
+    """A pass's pseudo-label Parquet file as an MLflow dataset entity: its name, its digest (SHA-256 of the file's
+    bytes), where it lies in the sweep's storage, its columns and size (read from the file's footer only)."""
+    import mlflow.data
+    import pyarrow.parquet as pq
+    from mlflow.entities import Dataset
+
+    parquet = pq.ParquetFile(local)
+    first_row = next(parquet.iter_batches(batch_size=1)).to_pandas()  # MLflow infers no columns from an empty table
+    described = mlflow.data.from_pandas(first_row, source=source_uri)._to_mlflow_entity()  # columns, source
+    rows = parquet.metadata.num_rows
+    digest = hashlib.sha256(local.read_bytes()).hexdigest()[:schema.DATASET_DIGEST_CHARS]
+    return Dataset(schema.pseudo_label_dataset_name(stage), digest, described.source_type, described.source,
+                   described.schema, json.dumps({"num_rows": rows, "num_elements": rows * len(first_row.columns)}))
+
+
+def log_dataset(tracker: Tracker, run_id: str, dataset: Any, context: str,
+                tags: Mapping[str, str] | None = None) -> None:
+    """`dataset` as an input of run `run_id` in `context` ("training" or "output"), with extra tags."""
+    from mlflow.entities import DatasetInput, InputTag
+
+    input_tags = [InputTag(schema.DATASET_CONTEXT_TAG, context), *(InputTag(k, str(v)) for k, v in (tags or {}).items())]
+    tracker.client.log_inputs(run_id, datasets=[DatasetInput(dataset, input_tags)])
+
+
+def log_pseudo_label_lineage(tracker: Tracker, stage_run: str, unit_names: list[str], *, wrote: Any,
+                             winner_versions: list[Any], trained_on: Any | None = None) -> None:
+    """A pass's lineage: the pseudo-labels it trained on (pass >= 2) as a training input of its run and of
+    every unit run; the pseudo-labels it wrote as an output of its run, tagged with each class's winner version."""
+    if trained_on is not None:
+        for run_id in [stage_run, *(tracker.run(name, name, stage_run) for name in unit_names)]:
+            log_dataset(tracker, run_id, trained_on, schema.CONTEXT_TRAINING)
+    versions = {schema.winner_version_tag(c): f"{v.name}/{v.version}" for c, v in zip(CLASSES, winner_versions)}
+    log_dataset(tracker, stage_run, wrote, schema.CONTEXT_OUTPUT, versions)
