@@ -98,8 +98,8 @@ class Ablations:
 
     def train(self, spec: stages.UnitSpec, **targets) -> distill.TrainedUnit:
         """The unit trained (or read back from `--out/units/`, where every trained unit is kept)."""
-        key = json.dumps([spec.name, asdict(spec.model), asdict(spec.train), self.cfg.data.synth_seed,
-                          self.cfg.distill.pseudo_weak], sort_keys=True, default=str)
+        key = json.dumps([spec.name, asdict(spec.model), asdict(spec.train), self.cfg.data.synth_seed],
+                         sort_keys=True, default=str)  # pass-1 units carry their pseudo-weak mode in their name
         if key not in self.units:
             path = self.out / "units" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
             if path.exists():
@@ -157,7 +157,8 @@ class Ablations:
             q = distill.pseudo_weak_scores(self.data, labels)
             quality.append(f"{mode}: P {percent(q.get('precision'))} / R {percent(q.get('recall'))} / "
                            f"F1 {percent(q.get('f_measure'))}")
-        thresholds = distill.pseudo_weak_thresholds(self.data, self.tagger().outputs, self.cfg.distill)
+        thresholds = distill.pseudo_weak_thresholds(self.data, self.tagger().outputs,
+                                                    replace(self.cfg.distill, pseudo_weak="tuned"))
         return ("pseudo-weak tags of the unlabeled clips against their hidden labels (%): " + "; ".join(quality)
                 + f"; tuned thresholds per class: {', '.join(f'{t:.1f}' for t in thresholds)}")
 
