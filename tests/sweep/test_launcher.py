@@ -9,7 +9,8 @@ ports, the existing Python environment instead of pip installs). Steps, as docs/
 tells users: `ray up -y`, wait for the worker, the smoke sweep by `ray exec` logging to the
 head's MLflow server over HTTP, checks from outside (units on both nodes, runs and the 10
 registered models on the server, `kdsed.registry pull` over HTTP and predictions from the
-bundle), MLflow stopped, `ray down -y`, no process of the cluster left.
+bundle), MLflow stopped, `ray down -y` and `ray stop` on the worker over SSH (`ray down` of
+the local provider stops the head only), no process of the cluster left.
 
 Skips, saying why, where sshd, rsync, root or PID namespaces are missing (tests/install-sshd.sh
 installs the packages). Prints each step's time; docs/cluster.md quotes them.
@@ -33,8 +34,8 @@ import pytest
 import yaml
 
 from support.launcher_config import loopback_config
-from support.ssh_nodes import (SshNode, SshUnavailable, client_key, namespace_processes, start_ssh_nodes,
-                               stop_ssh_nodes)
+from support.ssh_nodes import (SshNode, SshUnavailable, client_key, namespace_processes, ssh_command,
+                               start_ssh_nodes, stop_ssh_nodes)
 
 pytest.importorskip("ray")
 
@@ -44,6 +45,8 @@ HEAD_IP, WORKER_IP = "127.0.0.1", "127.0.0.2"
 SWEEP_COMMAND = ("cd ~/kdsed && python -m kdsed.sweep --config sweeps/smoke.yaml --address auto "
                  "--storage {storage} --tracking-uri http://127.0.0.1:{port}")
 STOP_MLFLOW = "kill -- -$(cat ~/mlflow/server.pid)"
+# `ray down` stops Ray on the head only (the local provider); each worker is stopped over SSH.
+STOP_WORKER_RAY = "~/venv/bin/ray stop"
 NODE_KINDS = ("import json, ray; ray.init(address='auto', logging_level='ERROR'); "
               "print('NODES', json.dumps({n['NodeID']: 'head' if 'node:__internal_head__' in n['Resources'] "
               "else 'worker' for n in ray.nodes() if n['Alive']}))")
@@ -246,7 +249,12 @@ def test_ray_up_sweep_pull_and_down(cluster: Cluster) -> None:
     cluster.down = True
     assert down.returncode == 0, cluster.failed("ray down")
     started = time.monotonic()
-    left = _wait_until_empty(list(cluster.nodes.values()), timeout_s=180)
+    stop_worker = subprocess.run(ssh_command(cluster.root, WORKER_IP, STOP_WORKER_RAY), capture_output=True,
+                                 text=True, timeout=300)
+    assert stop_worker.returncode == 0, stop_worker.stderr
+    cluster.times_s["ray stop on the worker"] = time.monotonic() - started
+    started = time.monotonic()
+    left = _wait_until_empty(list(cluster.nodes.values()), timeout_s=120)
     cluster.times_s["all processes gone"] = time.monotonic() - started
     assert not left, f"processes left after `ray down`: {left}"
 
