@@ -23,6 +23,7 @@ from kdsed.constants import CHAMPION_ALIAS, CLASSES, DEFAULT_TRACKING_URI, REGIS
 from kdsed.failures import EXIT_RUNTIME_FAILURE, os_error_line
 from kdsed.safety import OutputError, check_output
 from kdsed.schema import sqlite_path
+from kdsed.stores import disable_mlflow_telemetry
 
 
 class RegistryError(RuntimeError):
@@ -168,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pull.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking/registry URI")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "1")
+    disable_mlflow_telemetry()
     start = time.perf_counter()
     try:
         out = pull_bundle(args.out, alias=args.alias, tracking_uri=args.tracking_uri, force=args.force)

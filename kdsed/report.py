@@ -27,6 +27,7 @@ from kdsed.failures import EXIT_RUNTIME_FAILURE, os_error_line
 from kdsed.report_outputs import REPORT_TITLE, check_report_outputs, figures_folder, mark_figures, store_problem
 from kdsed.results import StageReport, detection_table, percent, results_markdown, short_class_name, stage_label
 from kdsed.safety import OutputError
+from kdsed.stores import disable_mlflow_telemetry
 
 
 class ReportError(Exception):
@@ -278,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace --out and its figures folder even if kdsed "
                                                              "did not write them")
     args = parser.parse_args(argv)
+    disable_mlflow_telemetry()
     try:
         if args.out is not None:
             check_report_outputs(args.out, tracking_uri=args.tracking_uri, force=args.force)

@@ -16,6 +16,16 @@ MLFLOW_TABLES = frozenset({"alembic_version", "experiments", "runs", "metrics", 
                            "registered_models", "model_versions"})
 
 
+def disable_mlflow_telemetry() -> None:
+    """Turn MLflow's usage telemetry off (unless the user chose) before the first `import mlflow`.
+
+    Where the internet is out of reach (a cluster, CI), MLflow 3's telemetry thread fails to fetch its
+    config and then deletes an environment variable while the main thread's first HTTP request iterates
+    os.environ for proxies: KeyError '_MLFLOW_TELEMETRY_SESSION_ID', at random, against http:// stores.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 def file_store_problem(uri: str) -> str | None:
     """Why a plain path or file: URI cannot be a tracking store: MLflow 3 refuses its file store (unless told)."""
     if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() == "true":

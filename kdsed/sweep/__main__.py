@@ -18,6 +18,7 @@ from kdsed.config import MAX_SEED, ConfigError, SweepConfig, from_dict, load_yam
 from kdsed.constants import DEFAULT_TRACKING_URI
 from kdsed.failures import EXIT_RUNTIME_FAILURE, disk_full
 from kdsed.limits import ESTIMATE_ABOVE_S
+from kdsed.stores import disable_mlflow_telemetry
 from kdsed.sweep import interrupts, preflight
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "laptop.yaml"
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
+    disable_mlflow_telemetry()
     try:
         check_args(args)
         cfg = resolve_config(args)

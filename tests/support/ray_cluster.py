@@ -126,7 +126,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def _ray_client_installed() -> bool:
+def ray_client_installed() -> bool:
     from ray._private.utils import get_ray_client_dependency_error
 
     return get_ray_client_dependency_error() is None
@@ -245,7 +245,7 @@ def start_local_cluster(*, cpus_per_node: int = 1, object_store_bytes: int = 200
     port = _free_port()
     head_args = ["--head", f"--port={port}", "--include-dashboard=false",
                  f"--dashboard-port={_free_port()}"]
-    if _ray_client_installed():
+    if ray_client_installed():
         head_args.append(f"--ray-client-server-port={_free_port()}")
     cluster = LocalCluster(address="", temp_dir=cluster_dir, env=env)
     try:

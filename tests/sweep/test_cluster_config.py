@@ -1,4 +1,5 @@
-"""cluster.yaml: valid for Ray's cluster launcher (checked offline) and true to docs/cluster.md."""
+"""cluster.yaml and cluster-local.yaml: valid for Ray's cluster launcher (checked offline) and true to
+docs/cluster.md. tests/sweep/test_launcher.py runs cluster-local.yaml for real."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config  # noqa
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = ROOT / "cluster.yaml"
+CLUSTER_LOCAL_YAML = ROOT / "cluster-local.yaml"
 DOCS = ROOT / "docs" / "cluster.md"
 REPO_MOUNT = "/home/ubuntu/kdsed"
 # GPU count per instance of the GPU families a user is likely to pick (xlarge sizes).
@@ -44,7 +46,7 @@ def _mlflow_flags(cluster: dict) -> dict[str, str]:
     """The `--flag value` pairs of the `mlflow server` command the head starts."""
     commands = [c for c in cluster["head_start_ray_commands"] if "mlflow server" in c]
     assert len(commands) == 1, commands
-    tokens = shlex.split(commands[0].split("mlflow server", 1)[1])
+    tokens = shlex.split(commands[0].split("mlflow server", 1)[1].split("'", 1)[0])
     flags, i = {}, 0
     while i < len(tokens) and tokens[i].startswith("--"):
         flags[tokens[i]] = tokens[i + 1]
@@ -158,3 +160,58 @@ def test_validator_rejects_broken_copies(path: tuple, value, error: str) -> None
 
     with pytest.raises((jsonschema.ValidationError, ValueError), match=re.escape(error)):
         _validated(_with(_raw(), path, value))
+
+
+@pytest.fixture(scope="module")
+def local_cluster() -> dict:
+    return _validated(yaml.safe_load(CLUSTER_LOCAL_YAML.read_text()))
+
+
+def test_local_config_validates_as_rays_local_provider(local_cluster: dict) -> None:
+    from ray.autoscaler._private.local.config import LOCAL_CLUSTER_NODE_TYPE
+
+    provider = local_cluster["provider"]
+    assert provider["type"] == "local" and provider["head_ip"] and provider["worker_ips"]
+    assert local_cluster["head_node_type"] == LOCAL_CLUSTER_NODE_TYPE
+    node_type = local_cluster["available_node_types"][LOCAL_CLUSTER_NODE_TYPE]
+    # Every listed worker is started and kept; Ray detects each machine's CPUs and GPUs.
+    assert node_type["min_workers"] == node_type["max_workers"] == len(provider["worker_ips"])
+    assert node_type["resources"] == {}
+    assert local_cluster["auth"]["ssh_user"] and local_cluster["auth"]["ssh_private_key"]
+    head_start = [c for c in local_cluster["head_start_ray_commands"] if "ray start --head" in c]
+    # Autoscaler v2 (ray up's default since Ray 2.50) starts no worker of the local provider.
+    assert len(head_start) == 1 and "RAY_enable_autoscaler_v2=0 ray start" in head_start[0]
+    assert "--autoscaling-config=~/ray_bootstrap_config.yaml" in head_start[0]
+
+
+def test_local_head_runs_mlflow_server_on_loopback(local_cluster: dict) -> None:
+    flags = _mlflow_flags(local_cluster)
+    assert flags["--host"] == "127.0.0.1"  # reached through SSH; the coordinator runs on the head
+    assert flags["--backend-store-uri"] == "sqlite:///$HOME/mlflow/mlflow.db"
+    assert flags["--artifacts-destination"] == "$HOME/mlflow/artifacts"
+    port = flags["--port"]
+    assert "mkdir -p ~/mlflow" in local_cluster["head_setup_commands"]
+    assert any(f"127.0.0.1:{port}/health" in c and "timeout" in c for c in local_cluster["head_start_ray_commands"])
+    header, docs = CLUSTER_LOCAL_YAML.read_text(), DOCS.read_text()
+    for text in (header, docs):
+        assert f"ray attach cluster-local.yaml -p {port}" in text
+        assert f"--tracking-uri http://localhost:{port}" in text
+        assert "kill -- -$(cat ~/mlflow/server.pid)" in text
+
+
+def test_local_setup_installs_ray_torch_then_kdsed(local_cluster: dict) -> None:
+    assert (ROOT / local_cluster["file_mounts"]["~/kdsed"]).resolve() == ROOT
+    for key in ("head_setup_commands", "worker_setup_commands"):
+        commands = local_cluster[key]
+        ray_pins = [m for c in commands for m in re.findall(r"ray\[default\]==([\w.]+)", c)]
+        torch = [i for i, c in enumerate(commands) if "pip install -q torch==" in c]
+        kdsed = [i for i, c in enumerate(commands) if "pip install -q -e ~/kdsed" in c]
+        assert ray_pins == [ray.__version__], key
+        assert len(torch) == 1 and len(kdsed) == 1 and torch[0] < kdsed[0], key
+
+
+def test_local_placeholders_are_marked_edit() -> None:
+    lines = CLUSTER_LOCAL_YAML.read_text().splitlines()
+    for key in ("head_ip: ", "worker_ips: ", "ssh_user: ", "ssh_private_key: ", 'ray[default]=='):
+        (i,) = [i for i, line in enumerate(lines) if key in line and not line.lstrip().startswith("#")]
+        assert any("# EDIT:" in line for line in lines[max(0, i - 2): i + 1]), f"line {i + 1}: {lines[i]}"
