@@ -38,6 +38,7 @@ class UnitEvent:
     epochs: int
     log: EpochLog | None = None
     attempt: int = 1
+    max_failures: int = 0  # of a retry: how many times Ray Train retries the worker group at most
 
 
 def configure(verbose: bool) -> None:
@@ -92,8 +93,8 @@ class PassProgress:
     def update(self, event: UnitEvent) -> None:
         """An event of a unit: redraw the block, or print its line."""
         if event.kind == "retry":
-            self.message(f"[{event.unit}] RETRY: attempt {event.attempt}; training again from scratch, seeded, "
-                         "so with the same result")
+            self.message(f"[{event.unit}] RETRY: attempt {event.attempt} (Ray Train retries a failed worker group up "
+                         f"to {event.max_failures} times); training again from scratch, seeded, so with the same result")
             return
         self.epochs[event.unit] = event.epochs
         self.last[event.unit] = event.log

@@ -107,7 +107,8 @@ def train_loop_per_worker(config: dict) -> None:
     attempt = record_attempt(Storage(config["storage"]), config["folder"], config["fit_id"], rank, node=node)
     progress = config["progress"].queue if rank == 0 and config.get("progress") else None
     if attempt > 1 and progress is not None:
-        progress.put(UnitEvent(spec.name, "retry", spec.train.epochs, attempt=attempt))
+        progress.put(UnitEvent(spec.name, "retry", spec.train.epochs, attempt=attempt,
+                               max_failures=config["max_failures"]))
     data = ray.get(refs["data"])
     torch.set_num_threads(config["threads"])
     device = ray.train.torch.get_device()
