@@ -1,8 +1,19 @@
 """What the sweep prints: kdsed's own lines and one live progress display per pass; other libraries kept quiet.
 
-By default Ray's worker output is not forwarded to the main job (`log_to_driver=False`), Ray's and MLflow's
-own loggers are set to warnings and errors, and the Python warnings known to be none of the user's business
-are ignored where they arise. The units' progress reaches the coordinator as `UnitEvent`s (through a Ray
+Each kind of noise is silenced where it arises, not filtered from the text:
+
+- the workers' output (Ray Train's "Reporting training result", its controller's messages, core_worker.cc
+  lines such as the PreemptionWatcher notice, "[repeated Nx across cluster]"): not forwarded to the main
+  job (`ray.init(log_to_driver=False)`); it stays in the Ray session's log files;
+- Ray's own Python loggers in the main job (e.g. the token-authentication notice): errors only
+  (`ray.LoggingConfig(log_level="ERROR")`);
+- the raylet's "N PYTHON worker processes have been started" (sent to every driver, forwarded or not): a
+  local Ray starts with its worker start-up concurrency raised to the processes a pass really starts
+  (`Coordinator._local_ray_config`); on a cluster, the cluster's own setting applies;
+- MLflow's INFO lines ("Creating initial MLflow database tables"): `MLFLOW_LOGGING_LEVEL=WARNING`;
+- Python warnings of libraries that the user can do nothing about (`QUIET_WARNINGS`): ignored.
+
+Errors still show: a unit that fails reaches the coordinator as its exception and is reported in one line. The units' progress reaches the coordinator as `UnitEvent`s (through a Ray
 queue, see `kdsed.sweep.workers.ProgressChannel`) and is drawn here: on a terminal a block redrawn in place,
 one line per unit with a bar; otherwise one line per epoch. `--verbose` restores Ray's and MLflow's output.
 """
@@ -72,6 +83,7 @@ class PassProgress:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.epochs = dict(units)  # unit -> planned epochs
+        self.name_width = max(map(len, units), default=0)
         self.last: dict[str, EpochLog] = {}
         self.done: dict[str, str] = {}
         self.started = time.perf_counter()
@@ -127,7 +139,7 @@ class PassProgress:
         done = log.epoch if log else 0
         filled = BAR_WIDTH if unit in self.done else round(BAR_WIDTH * done / total)
         bar = "#" * filled + "." * (BAR_WIDTH - filled)
-        name = f"{unit:<24}"
+        name = unit.ljust(self.name_width)
         if log is None:
             state = self.done.get(unit, "starting")
             return f"  {name} [{bar}] {state}"

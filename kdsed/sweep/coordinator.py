@@ -157,12 +157,14 @@ class Coordinator:
     def _local_ray_config(self) -> dict[str, Any]:
         """A local Ray's settings: the worker processes a pass really starts are expected (not warned about).
 
-        Every unit is a task, a Train controller and its workers, each a process: Ray's raylet warns once
-        processes exceed 4x its start-up concurrency (by default the CPU count, 2 on a laptop). Raising the
-        concurrency to the units' processes of a pass silences that warning where it arises.
+        Every unit is a task, a Train controller, its workers and Ray Train's helper actors, each a process
+        (about 5 per unit), and the pass's Tune trials follow them: the issue's laptop sweep reached 34 Python
+        workers. Ray's raylet warns whenever the processes reach 4x its start-up concurrency (by default the
+        CPU count: 8 processes on a laptop). A concurrency of 4 per unit of a pass moves that line to 16
+        processes per unit, beyond what a pass starts, which silences the warning where it arises.
         """
         units = max(len(self.cfg.distill.variants), 2) * self.cfg.ray.workers_per_variant
-        return {"worker_maximum_startup_concurrency": max(os.cpu_count() or 1, 2 * units)}
+        return {"worker_maximum_startup_concurrency": max(os.cpu_count() or 1, 4 * units)}
 
     def broadcast(self, name: str, value: Any) -> None:
         """Put `value` in Ray's object store for the units trained from now on (`data`, `pseudo_weak`, `previous`)."""

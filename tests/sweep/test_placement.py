@@ -56,25 +56,41 @@ def test_units_per_gpu_key_is_checked():
 
 @pytest.mark.slow
 def test_six_units_share_two_declared_gpus_at_once():
-    """On a Ray with 2 (declared) GPUs, 6 units get a third of a GPU each and all six run at the same time."""
+    """On a Ray with 2 (declared) GPUs, 6 units get a third of a GPU each and all six hold theirs at once."""
     import ray
 
     from kdsed.sweep.workers import plan_placement
 
-    ray.init(num_cpus=6, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=6, num_gpus=2, include_dashboard=False, log_to_driver=False,
+             _system_config={"worker_maximum_startup_concurrency": 6})
     try:
         placement = plan_placement(6, 1, "auto", 0.0)
         assert placement.use_gpu and placement.gpus_per_worker == 0.3333 and placement.cpus_per_worker == 1.0
 
-        @ray.remote(num_cpus=placement.cpus_per_worker, num_gpus=placement.gpus_per_worker)
-        def hold() -> tuple[float, float, list]:
-            start = time.time()
-            time.sleep(3.0)
-            return start, time.time(), [int(i) for i in ray.get_gpu_ids()]
+        @ray.remote(num_cpus=0)
+        class Barrier:
+            def __init__(self) -> None:
+                self.arrived = 0
 
-        spans = ray.get([hold.remote() for _ in range(6)])
-        assert max(s for s, _, _ in spans) < min(e for _, e, _ in spans), "the six did not all run at once"
-        per_gpu = [sum(ids == [g] for _, _, ids in spans) for g in (0, 1)]
-        assert per_gpu == [3, 3]
+            def arrive(self) -> None:
+                self.arrived += 1
+
+            def count(self) -> int:
+                return self.arrived
+
+        barrier = Barrier.remote()
+
+        @ray.remote(num_cpus=placement.cpus_per_worker, num_gpus=placement.gpus_per_worker)
+        def hold() -> tuple[int, list[int]]:
+            """Take the share, then wait (at most 3 min) until all six hold theirs: they can only if they fit at once."""
+            ray.get(barrier.arrive.remote())
+            deadline = time.monotonic() + 180
+            while ray.get(barrier.count.remote()) < 6 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            return ray.get(barrier.count.remote()), [int(i) for i in ray.get_gpu_ids()]
+
+        held = ray.get([hold.remote() for _ in range(6)])
+        assert [n for n, _ in held] == [6] * 6, "the six units could not hold their GPU shares at once"
+        assert sorted(sum(ids == [g] for _, ids in held) for g in (0, 1)) == [3, 3]
     finally:
         ray.shutdown()
