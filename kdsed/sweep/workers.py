@@ -56,10 +56,10 @@ class Placement:
     gpus_per_worker: float = 0.0  # < 1 when the units of a pass share GPUs
 
     def describe(self) -> str:
-        """E.g. '1 worker(s) each, 0.33 CPU and 0.1666 GPU per worker, 1 torch thread'."""
+        """E.g. '1 worker(s) each, 0.33 CPU per worker, 1 torch thread(s)'."""
+        cpus = f"{self.cpus_per_worker:g} CPU" if self.cpus_per_worker else "1 CPU (Ray Train's default)"
         gpu = f" and {self.gpus_per_worker:g} GPU" if self.use_gpu else ""
-        return (f"{self.workers} worker(s) each, {self.cpus_per_worker:g} CPU{gpu} per worker, "
-                f"{self.threads} torch thread(s)")
+        return f"{self.workers} worker(s) each, {cpus}{gpu} per worker, {self.threads} torch thread(s)"
 
 
 @dataclass(frozen=True)
@@ -194,14 +194,18 @@ def place_units(shape: ClusterShape, n_concurrent: int, workers_per_unit: int, u
     CPUs: `cpus_per_unit`, or the cluster's CPUs shared evenly, per worker at most one node's; each worker runs
     as many torch threads as whole CPUs it holds (at least one). GPUs (where the cluster has them, or
     `use_gpu: yes`): one per worker while the workers do not outnumber them; otherwise `units_per_gpu`
-    workers per GPU, or (0) the fewest per GPU that lets all of them run at once.
+    workers per GPU, or (0) the fewest per GPU that lets all of them run at once. A GPU worker asks for
+    `cpus_per_unit` too when it is set, else Ray Train's default (one CPU), which any GPU node can give.
     """
     gpu = use_gpu == "yes" or (use_gpu == "auto" and shape.gpus > 0)
+    if gpu:
+        cpus = cpus_per_unit / workers_per_unit
+        gpus = gpu_share(shape.gpus, n_concurrent * workers_per_unit, units_per_gpu)
+        return Placement(workers_per_unit, True, cpus, max(1, int(cpus)), gpus)
     share = cpus_per_unit or shape.cpus / max(1, n_concurrent)
     per_worker = min(share / workers_per_unit, shape.largest_node_cpus)  # a worker must fit on one node
     per_worker = float(int(per_worker)) if per_worker >= 1 else round(max(per_worker, 0.05), 2)
-    gpus = gpu_share(shape.gpus, n_concurrent * workers_per_unit, units_per_gpu) if gpu else 0.0
-    return Placement(workers_per_unit, gpu, per_worker, max(1, int(per_worker)), gpus)
+    return Placement(workers_per_unit, False, per_worker, max(1, int(per_worker)))
 
 
 def gpu_share(gpus: float, workers: int, units_per_gpu: int = 0) -> float:

@@ -33,7 +33,8 @@ def test_gpus_whole_while_they_suffice_then_shared():
     assert place_units(FOUR_GPUS, 4, 1, "auto", 0.0).gpus_per_worker == 1.0
     six = place_units(ONE_GPU, 6, 1, "auto", 0.0)
     assert six.use_gpu and six.gpus_per_worker == 0.1666 and 6 * six.gpus_per_worker <= 1
-    assert (six.cpus_per_worker, six.threads) == (2.0, 2)
+    assert (six.cpus_per_worker, six.threads) == (0.0, 1)  # Ray Train's default CPU, one thread
+    assert place_units(ONE_GPU, 6, 1, "auto", 2.0).cpus_per_worker == 2.0
     # 6 workers on 4 GPUs: 2 per GPU (3 x 0.66 would not fit two to a GPU, so only 4 could run at once).
     assert place_units(FOUR_GPUS, 6, 1, "auto", 0.0).gpus_per_worker == 0.5
     # Data-parallel units: 3 units x 2 workers on 4 GPUs -> 2 workers per GPU.
@@ -65,7 +66,7 @@ def test_six_units_share_two_declared_gpus_at_once():
              _system_config={"worker_maximum_startup_concurrency": 6})
     try:
         placement = plan_placement(6, 1, "auto", 0.0)
-        assert placement.use_gpu and placement.gpus_per_worker == 0.3333 and placement.cpus_per_worker == 1.0
+        assert placement.use_gpu and placement.gpus_per_worker == 0.3333 and placement.cpus_per_worker == 0.0
 
         @ray.remote(num_cpus=0)
         class Barrier:
@@ -80,7 +81,7 @@ def test_six_units_share_two_declared_gpus_at_once():
 
         barrier = Barrier.remote()
 
-        @ray.remote(num_cpus=placement.cpus_per_worker, num_gpus=placement.gpus_per_worker)
+        @ray.remote(num_cpus=1, num_gpus=placement.gpus_per_worker)  # Ray Train's default CPU per worker
         def hold() -> tuple[int, list[int]]:
             """Take the share, then wait (at most 3 min) until all six hold theirs: they can only if they fit at once."""
             ray.get(barrier.arrive.remote())
