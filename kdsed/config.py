@@ -131,6 +131,7 @@ class TrainConfig:
     strong_loss_weight: float = 1.0
     device: str = "auto"
     num_threads: int = 0
+    mixed_precision: typing.Literal["none", "bf16", "fp16"] = "none"  # autocast on CUDA (fp16 with a grad scaler); no effect on CPU
 
     def validate(self) -> None:
         _require(self.epochs >= 1, "epochs", "must be >= 1")
@@ -249,9 +250,11 @@ class RayConfig:
     max_failures: int = 2  # Ray Train retries of a failed worker group
     tune_trials_per_variant: int = 3  # post-processing search: window ranges searched in parallel
     node_resource_prefix: str = ""  # e.g. "node_": record which custom node resource each variant ran on
+    units_per_gpu: int = 0  # GPUs: 0 = the units of a pass share the GPUs evenly when they outnumber them; N = N workers per GPU
 
     def validate(self) -> None:
         _require(self.workers_per_variant >= 1, "workers_per_variant", "must be >= 1")
+        _require(self.units_per_gpu >= 0, "units_per_gpu", "must be >= 0 (0 = share the GPUs evenly)")
         _require(self.cpus_per_variant >= 0, "cpus_per_variant", "must be >= 0")
         _require(self.max_failures >= 0, "max_failures", "must be >= 0")
         _require(self.tune_trials_per_variant >= 1, "tune_trials_per_variant", "must be >= 1")

@@ -166,8 +166,9 @@ WALL_TIME = "wall_time_s"
 BEST_EPOCH = "best_epoch"
 TRAIN_CLIPS_PER_S = "train_clips_per_s"
 TRAIN_TIME = "train_time_s"
-#: Per-epoch curves of a unit (steps 1..n).
+#: Per-epoch curves of a unit (steps 1..n), logged while it trains.
 TRAIN_LOSS, VAL_LOSS = "train_loss", "val_loss"
+EPOCH_CLIPS_PER_S = "epoch_clips_per_s"
 #: The baseline's points on the parent run's per-pass curves are kept apart from tagging's (both step 0).
 
 

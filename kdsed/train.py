@@ -6,6 +6,7 @@ nothing of Ray or MLflow. Progress goes to an optional `on_epoch` callback.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import random
@@ -102,6 +103,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def autocast(device: torch.device, mode: str) -> contextlib.AbstractContextManager:
+    """Mixed precision of the forward pass: bf16 / fp16 autocast on CUDA when asked; full precision otherwise."""
+    if device.type != "cuda" or mode == "none":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
+
+
+def grad_scaler(device: torch.device, mode: str) -> torch.amp.GradScaler:
+    """fp16 on CUDA scales the loss against gradient underflow; a pass-through otherwise."""
+    return torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and mode == "fp16")
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` on `device`; to CUDA from pinned memory, without blocking."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def masked_bce(probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean binary cross-entropy over the entries where `mask` is true (0 when none are)."""
     losses = nn.functional.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), targets, reduction="none")
@@ -118,8 +138,8 @@ class _Batches:
         with warnings.catch_warnings():
             # Features shared through Ray's object store are read-only; they are only ever read here.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            self.x = torch.from_numpy(np.ascontiguousarray(fs.features, dtype=np.float32)).to(device)
-        self.n_frames = torch.from_numpy(np.asarray(fs.n_frames, dtype=np.int64)).to(device)
+            self.x = to_device(torch.from_numpy(np.ascontiguousarray(fs.features, dtype=np.float32)), device)
+        self.n_frames = to_device(torch.from_numpy(np.asarray(fs.n_frames, dtype=np.int64)), device)
         frames = self.x.shape[1]
         frame_valid = torch.arange(frames, device=device)[None, :] < self.n_frames[:, None]
         self.weak, self.weak_mask = self._targets(data.weak, (self.n, NUM_CLASSES), device)
@@ -130,7 +150,7 @@ class _Batches:
     def _targets(arr: np.ndarray | None, shape: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if arr is None:
             return torch.zeros(shape, device=device), torch.zeros(shape, dtype=torch.bool, device=device)
-        t = torch.from_numpy(np.asarray(arr, dtype=np.float32)).to(device)
+        t = to_device(torch.from_numpy(np.asarray(arr, dtype=np.float32)), device)
         mask = ~torch.isnan(t)
         return torch.nan_to_num(t, nan=0.0), mask
 
@@ -143,7 +163,10 @@ def _loss(model: nn.Module, b: _Batches, rows: torch.Tensor, cfg: TrainConfig) -
     rows = rows.to(b.x.device)
     n_frames = b.n_frames[rows]
     frames = int(n_frames.max())
-    frame_probs, clip_probs = model(b.x[rows, :frames], n_frames)
+    with autocast(b.x.device, cfg.mixed_precision):
+        frame_probs, clip_probs = model(b.x[rows, :frames], n_frames)
+    # The loss in full precision: binary cross-entropy is not safe under autocast.
+    frame_probs, clip_probs = frame_probs.float(), clip_probs.float()
     loss = cfg.weak_loss_weight * masked_bce(clip_probs, b.weak[rows], b.weak_mask[rows])
     if cfg.strong_loss_weight:
         loss = loss + cfg.strong_loss_weight * masked_bce(
@@ -185,6 +208,7 @@ def train_variant(
     if world > 1:
         trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate)
+    scaler = grad_scaler(device, train_config.mixed_precision)
     train_b, val_b = _Batches(train, device), _Batches(validation, device)
     generator = torch.Generator().manual_seed(train_config.seed)
     result = VariantResult(model_config, train_config, _cpu_state(model), n_mels=n_mels)
@@ -199,8 +223,9 @@ def train_variant(
             rows = rows[rank::world]
             optimizer.zero_grad(set_to_none=True)
             loss = _loss(trained, train_b, rows, train_config)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             total += loss.detach().item() * len(rows) * world
         epoch_s = time.perf_counter() - epoch_start
         clips_seen, train_seconds = clips_seen + train_b.n, train_seconds + epoch_s
@@ -237,9 +262,9 @@ def predict(model: nn.Module, features: FeatureSet, *, batch_size: int = 64,
     clip_out = np.zeros((n, NUM_CLASSES), np.float32)
     with torch.no_grad():
         for start in range(0, n, batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(features.features[start:start + batch_size],
-                                                      dtype=np.float32)).to(dev)
-            lengths = torch.from_numpy(np.asarray(features.n_frames[start:start + batch_size])).to(dev)
+            x = to_device(torch.from_numpy(np.ascontiguousarray(features.features[start:start + batch_size],
+                                                                dtype=np.float32)), dev)
+            lengths = to_device(torch.from_numpy(np.asarray(features.n_frames[start:start + batch_size])), dev)
             frame_probs, clip_probs = model(x, lengths)
             frame_out[start:start + len(x)] = frame_probs.cpu().numpy()
             clip_out[start:start + len(x)] = clip_probs.cpu().numpy()
@@ -269,11 +294,19 @@ def load_checkpoint(path: Path | str) -> tuple[ModelConfig, dict[str, torch.Tens
 def epoch_printer(label: str, total_epochs: int) -> Callable[[EpochLog], None]:
     """An `on_epoch` callback printing one progress line per epoch, with an upper bound on the time left."""
     def show(log: EpochLog) -> None:
-        left_s = log.elapsed_s / log.epoch * (total_epochs - log.epoch)
-        print(f"[{label}] epoch {log.epoch}/{total_epochs}  train {log.train_loss:.4f}  val {log.val_loss:.4f}  "
-              f"{log.clips_per_s:.0f} clips/s  {log.elapsed_s:.0f} s, at most {left_s:.0f} s left",
-              file=sys.stderr, flush=True)
+        print(format_epoch(label, log, total_epochs), file=sys.stderr, flush=True)
     return show
+
+
+def format_epoch(label: str, log: EpochLog, total_epochs: int) -> str:
+    """One progress line of an epoch: losses, throughput, and an upper bound on the time left (early stopping)."""
+    return (f"[{label}] epoch {log.epoch}/{total_epochs}  train {log.train_loss:.4f}  val {log.val_loss:.4f}  "
+            f"{log.clips_per_s:.0f} clips/s  {log.elapsed_s:.0f} s, at most {time_left_s(log, total_epochs):.0f} s left")
+
+
+def time_left_s(log: EpochLog, total_epochs: int) -> float:
+    """Seconds left at most for a training at `log` (it may stop early)."""
+    return log.elapsed_s / log.epoch * (total_epochs - log.epoch)
 
 
 def history_table(history: Sequence[EpochLog]) -> dict[str, list[float]]:

@@ -207,3 +207,26 @@ def test_checkpoint_round_trip(data, tmp_path):
     f1, _ = predict(again, val.features, device="cpu")
     f2, _ = predict(result.model(), val.features, device="cpu")
     np.testing.assert_array_equal(f1, f2)
+
+
+def test_mixed_precision_is_full_precision_on_the_cpu(data):
+    """bf16 / fp16 autocast applies on CUDA only: on the CPU the same seed gives the same weights as `none`."""
+    from kdsed.train import autocast, grad_scaler
+
+    cpu = torch.device("cpu")
+    assert not grad_scaler(cpu, "fp16").is_enabled()
+    with autocast(cpu, "bf16"):
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
+    train, val = data
+    plain = train_variant(TINY, FAST, train, val)
+    for mode in ("bf16", "fp16"):
+        mixed = train_variant(TINY, dataclasses.replace(FAST, mixed_precision=mode), train, val)
+        assert same_state(plain.state_dict, mixed.state_dict) and losses(plain) == losses(mixed)
+
+
+def test_mixed_precision_key_is_checked():
+    from kdsed.config import ConfigError, from_dict
+
+    assert from_dict(TrainConfig, {"mixed_precision": "bf16"}).mixed_precision == "bf16"
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        from_dict(TrainConfig, {"mixed_precision": "fp8"})

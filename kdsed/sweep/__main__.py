@@ -19,7 +19,7 @@ from kdsed.constants import DEFAULT_TRACKING_URI
 from kdsed.failures import EXIT_RUNTIME_FAILURE, disk_full
 from kdsed.limits import ESTIMATE_ABOVE_S
 from kdsed.stores import disable_mlflow_telemetry
-from kdsed.sweep import interrupts, preflight
+from kdsed.sweep import console, interrupts, preflight
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "laptop.yaml"
 
@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                              "the mean and spread over seeds (default: the config's `seeds`, 1)")
     p.add_argument("--allow-large", action="store_true",
                    help="run sizes beyond the bounds of docs/limits.md (e.g. more than 20 passes)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show Ray's and MLflow's own output (worker logs, Ray Train and Tune messages)")
     return p.parse_args(argv)
 
 
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     disable_mlflow_telemetry()
+    console.configure(args.verbose)
     try:
         check_args(args)
         cfg = resolve_config(args)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -39,18 +38,21 @@ from kdsed.results import StageReport, winner_table as results_winner_table
 from kdsed.scores_io import write_scores
 from kdsed.search import PostprocessChoice
 from kdsed.stages import StageOutcome, UnitSpec
-from kdsed.sweep import tracking
+from kdsed.sweep import console, tracking
 from kdsed.sweep.interrupts import keep_handlers
 from kdsed.sweep.state import UnitRecord, open_state, sweep_key
 from kdsed.sweep.storage import Storage, file_lock
 from kdsed.sweep.tuning import tune_postprocessing
 from kdsed.sweep.units import StoredUnit, read_unit
-from kdsed.sweep.workers import Placement, fit_unit, plan_placement
+from kdsed.sweep.workers import Placement, ProgressChannel, fit_unit, plan_placement
 from kdsed.topline import TOPLINE_SKIPPED_NOTE
+
+#: How often the coordinator reads the units' progress while they train (seconds).
+PROGRESS_POLL_S = 0.5
 
 
 def log(message: str) -> None:
-    print(f"[kdsed.sweep {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    console.say(f"[kdsed.sweep {time.strftime('%H:%M:%S')}] {message}")
 
 
 @dataclass
@@ -105,6 +107,8 @@ class Coordinator:
         self._refs: dict[str, Any] = {}  # object-store references the units' workers read
         self.counts: dict[str, ClipCounts] = {}  # stage -> eval counts of its merged outputs (paired comparisons)
         self._unit_runtime_env: dict[str, Any] = {}
+        self._progress: ProgressChannel | None = None
+        self._steps: tracking.StepLog | None = None
         self._started = time.perf_counter()
 
     @property
@@ -142,12 +146,15 @@ class Coordinator:
             # No address (and no RAY_ADDRESS): a Ray of this sweep's own, even when another sweep's local
             # Ray or a `ray start` cluster runs on this machine ("local"; a bare ray.init() could join those).
             address = self.cfg.ray.address or os.environ.get("RAY_ADDRESS")
+            # Quiet (default): the workers' output stays in Ray's log files (the units' progress comes through
+            # self._progress) and Ray's own Python loggers print errors only. --verbose: all of it.
+            quiet = {} if console.verbose() else {"logging_config": ray.LoggingConfig(log_level="ERROR")}
             if address:
-                ray.init(address=address, log_to_driver=True)
+                ray.init(address=address, log_to_driver=console.verbose(), **quiet)
             else:
-                # No dashboard on a laptop (it costs ~9 s and a core); quiet Ray's own Python loggers.
-                ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True,
-                         logging_config=ray.LoggingConfig(log_level="ERROR"))
+                # No dashboard on a laptop (it costs ~9 s and a core).
+                ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+                         log_to_driver=console.verbose(), _system_config=self._local_ray_config(), **quiet)
         self.timings["ray_start"] = time.perf_counter() - t0
         # Ray Train's placement-group cleaner (a detached actor started per unit) finds its cluster through
         # Ray's address auto-detection, which fails when this machine runs several Ray instances (two
@@ -155,7 +162,22 @@ class Coordinator:
         # Without Ray Train's print patch, a worker's progress line is printed once, not twice.
         self._unit_runtime_env = {"env_vars": {"RAY_ADDRESS": ray.get_runtime_context().gcs_address,
                                                "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}
-        log(f"Ray up in {self.timings['ray_start']:.1f} s: {ray.cluster_resources()}")
+        self._progress = ProgressChannel()
+        resources = ray.cluster_resources()
+        log(f"Ray up in {self.timings['ray_start']:.1f} s: {len(ray.nodes())} node(s), {resources.get('CPU', 0):g} CPU, "
+            f"{resources.get('GPU', 0):g} GPU")
+
+    def _local_ray_config(self) -> dict[str, Any]:
+        """A local Ray's settings: the worker processes a pass really starts are expected (not warned about).
+
+        Every unit is a task, a Train controller, its workers and Ray Train's helper actors, each a process
+        (about 5 per unit), and the pass's Tune trials follow them: the issue's laptop sweep reached 34 Python
+        workers. Ray's raylet warns whenever the processes reach 4x its start-up concurrency (by default the
+        CPU count: 8 processes on a laptop). A concurrency of 4 per unit of a pass moves that line to 16
+        processes per unit, beyond what a pass starts, which silences the warning where it arises.
+        """
+        units = max(len(self.cfg.distill.variants), 2) * self.cfg.ray.workers_per_variant
+        return {"worker_maximum_startup_concurrency": max(os.cpu_count() or 1, 4 * units)}
 
     def broadcast(self, name: str, value: Any) -> None:
         """Put `value` in Ray's object store for the units trained from now on (`data`, `pseudo_weak`, `previous`)."""
@@ -168,33 +190,61 @@ class Coordinator:
         pending = [s for s in specs if s.name not in self.state.units]
         if pending:
             rc = self.cfg.ray
-            placement = plan_placement(len(pending), rc.workers_per_variant, rc.use_gpu, rc.cpus_per_variant)
-            log(f"training {', '.join(s.name for s in pending)} concurrently ({placement.workers} worker(s) each, "
-                f"{'1 GPU' if placement.use_gpu else f'{placement.cpus_per_worker} CPU'} per worker)")
+            placement = plan_placement(len(pending), rc.workers_per_variant, rc.use_gpu, rc.cpus_per_variant,
+                                       rc.units_per_gpu)
+            log(f"training {', '.join(s.name for s in pending)} concurrently ({placement.describe()})")
             t0 = time.perf_counter()
-            errors = self._fit_all(pending, placement, t0)
+            with console.PassProgress({s.name: s.train.epochs for s in pending}) as progress:
+                errors = self._fit_all(pending, placement, t0, progress)
             self.timings["training"] += time.perf_counter() - t0
             if errors:
                 raise RuntimeError("units failed after Ray's retries (finished units are saved; use --resume):\n"
                                    + "\n".join(errors))
         return {s.name: self.read_unit(s) for s in specs}
 
-    def _fit_all(self, specs: list[UnitSpec], placement: Placement, t0: float) -> list[str]:
-        """Fit the units concurrently, recording each as it finishes; returns the failures."""
+    def _fit_all(self, specs: list[UnitSpec], placement: Placement, t0: float,
+                 progress: console.PassProgress) -> list[str]:
+        """Fit the units concurrently, showing and logging their epochs, recording each as it finishes;
+        returns the failures."""
+        runs = self._open_unit_runs(specs)
         fit = fit_unit.options(runtime_env=self._unit_runtime_env)
         futures = {fit.remote(s, self._refs, self._settings(s, placement)): s for s in specs}
         errors = []
         while futures:
-            [done], _ = ray.wait(list(futures), num_returns=1)
-            spec = futures.pop(done)
+            ready, _ = ray.wait(list(futures), num_returns=1, timeout=PROGRESS_POLL_S)
+            self._show_progress(progress, runs)
+            if not ready:
+                continue
+            spec = futures.pop(ready[0])
             try:
-                metrics = ray.get(done)
+                metrics = ray.get(ready[0])
             except Exception as e:  # keep what finished; report every failure at the end
                 errors.append(f"{spec.name}: {e}")
+                progress.finish(spec.name, "FAILED")
                 log(f"{spec.name} FAILED: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
                 continue
+            progress.finish(spec.name, f"done, best epoch {metrics.get('best_epoch')}")
             self._record_unit(spec, metrics, time.perf_counter() - t0)
+        self._show_progress(progress, runs)
         return errors
+
+    def _open_unit_runs(self, specs: list[UnitSpec]) -> dict[str, str]:
+        """Each unit's MLflow run (and its stage's), created as it starts, so the UI shows it training."""
+        t0 = time.perf_counter()
+        parent, runs = self.state.parent_run_id, {}
+        for spec in specs:
+            stage_run = tracking.open_stage_run(self.tracker, parent, spec.stage)
+            runs[spec.name] = tracking.open_unit_run(self.tracker, stage_run, spec.name, spec.model.name)
+        self._steps = self._steps or tracking.StepLog(self.tracker)
+        self.timings["logging"] += time.perf_counter() - t0
+        return runs
+
+    def _show_progress(self, progress: console.PassProgress, runs: dict[str, str]) -> None:
+        """The units' new epochs: on the console, and as step metrics of their MLflow runs."""
+        for event in self._progress.drain():
+            progress.update(event)
+            if event.kind == "epoch":
+                self._steps.log(runs[event.unit], event.log)
 
     def _record_unit(self, spec: UnitSpec, metrics: dict[str, Any], wall_time_s: float) -> None:
         attempts = int(metrics.get("attempt", 1))
@@ -219,7 +269,7 @@ class Coordinator:
         return {"placement": placement, "distill": self.cfg.distill, "storage": self.storage.root_uri,
                 "folder": self.unit_folder(spec), "ray_storage": self.storage.uri(schema.RAY_RUNS),
                 "run_name": schema.ray_run_name(sweep_id, spec.folder_name), "max_failures": self.cfg.ray.max_failures,
-                "node_resource_prefix": self.cfg.ray.node_resource_prefix}
+                "node_resource_prefix": self.cfg.ray.node_resource_prefix, "progress": self._progress}
 
     def tune(self, stage: str, units: dict[str, distill.TrainedUnit]) -> dict[str, PostprocessChoice]:
         """Each unit's post-processing, searched by Ray Tune trials over window ranges."""

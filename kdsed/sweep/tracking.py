@@ -35,6 +35,7 @@ from kdsed.results import StageReport, results_markdown
 from kdsed.stages import StageOutcome
 from kdsed.sweep import figures
 from kdsed.sweep.storage import file_lock
+from kdsed.train import EpochLog
 
 os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "1")
 
@@ -172,15 +173,6 @@ class Tracker:
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )
 
-    def log_series(self, run_id: str, series: Mapping[str, list[float]]) -> None:
-        """Per-epoch values as metrics with steps 1..n (so the UI draws curves)."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, i + 1) for k, values in series.items() for i, v in enumerate(values)]
-        for start in range(0, len(metrics), 900):
-            self.client.log_batch(run_id, metrics=metrics[start:start + 900])
-
     def log_config(self, run_id: str, cfg: Any) -> None:
         self.log(run_id, params=flatten(to_dict(cfg)))
 
@@ -220,6 +212,48 @@ def start_sweep_run(tracker: Tracker, cfg: SweepConfig, *, topline: bool = False
     return run_id
 
 
+def open_stage_run(tracker: Tracker, parent_run_id: str, stage: str) -> str:
+    """A stage's run: found again, or created (when its first unit starts) under the sweep's parent run."""
+    tags = {schema.TAG_PASS: str(schema.stage_index(stage)), schema.TAG_STAGE: stage}
+    return tracker.run(stage, stage, parent_run_id, tags)
+
+
+def open_unit_run(tracker: Tracker, stage_run: str, unit: str, model: str) -> str:
+    """A unit's run: found again (a resumed sweep, a unit trained before), or created as the unit starts."""
+    variant = schema.unit_variant(unit)
+    return tracker.run(unit, unit, stage_run, {
+        schema.TAG_PASS: str(schema.stage_index(schema.unit_stage(unit))), schema.TAG_VARIANT: variant,
+        schema.TAG_MODEL: model, schema.TAG_SMOOTHING: schema.variant_smoothing(variant)})
+
+
+def epoch_metrics(log: EpochLog) -> dict[str, float]:
+    """A unit's step metrics of one epoch (step = the epoch)."""
+    return {schema.TRAIN_LOSS: log.train_loss, schema.VAL_LOSS: log.val_loss, schema.EPOCH_CLIPS_PER_S: log.clips_per_s}
+
+
+class StepLog:
+    """Units' per-epoch metrics, each (run, metric, step) logged once: a retried or resumed unit replays its
+    epochs (seeded, so with the same losses), and the finished unit's history is logged again at the end."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self._steps: dict[tuple[str, str], set[int]] = {}
+
+    def log(self, run_id: str, log: EpochLog) -> None:
+        """One epoch's metrics at step `log.epoch`, those not logged before."""
+        new = {k: v for k, v in epoch_metrics(log).items() if log.epoch not in self.steps(run_id, k)}
+        if new:
+            self.tracker.log(run_id, metrics=new, step=log.epoch)
+            for k in new:
+                self._steps[run_id, k].add(log.epoch)
+
+    def steps(self, run_id: str, key: str) -> set[int]:
+        """The steps of `key` the run holds (read from the store once)."""
+        if (run_id, key) not in self._steps:
+            self._steps[run_id, key] = {m.step for m in self.tracker.client.get_metric_history(run_id, key)}
+        return self._steps[run_id, key]
+
+
 def log_stage(tracker: Tracker, parent_run_id: str, outcome: StageOutcome, data: PreparedData,
               parquet: Path | None, *, scores: Path | None = None) -> str:
     """A finished stage's run (and one run per unit under it); its points on the parent's per-pass curves.
@@ -227,9 +261,9 @@ def log_stage(tracker: Tracker, parent_run_id: str, outcome: StageOutcome, data:
     `scores`: a folder of the stage's raw frame scores (`kdsed.scores_io`), logged under `scores/`.
     """
     stage, index = outcome.stage, schema.stage_index(outcome.stage)
-    stage_run = tracker.run(stage, stage, parent_run_id, {schema.TAG_PASS: str(index), schema.TAG_STAGE: stage})
+    stage_run = open_stage_run(tracker, parent_run_id, stage)
     for variant, unit in outcome.units.items():
-        log_unit(tracker, stage_run, index, variant, unit, outcome.unit_eval[variant])
+        log_unit(tracker, stage_run, unit, outcome.unit_eval[variant])
     metrics = stage_metrics(outcome.report)
     tracker.log(stage_run, metrics=metrics,
                 params={**schema.choice_params(outcome.choice), **schema.winner_params(outcome.report.winners)})
@@ -255,13 +289,10 @@ def stage_metrics(report: StageReport) -> dict[str, float]:
     return metrics
 
 
-def log_unit(tracker: Tracker, stage_run: str, index: int, variant: str, unit: VariantOutcome,
-             eval_scores: dict) -> None:
+def log_unit(tracker: Tracker, stage_run: str, unit: VariantOutcome, eval_scores: dict) -> None:
     """One unit's run: scores (eval with its interval), training figures, config params and its post-processing."""
     result, scored = unit.result, unit.scored
-    run_id = tracker.run(unit.name, unit.name, stage_run, {
-        schema.TAG_PASS: str(index), schema.TAG_VARIANT: variant, schema.TAG_MODEL: result.model_config.name,
-        schema.TAG_SMOOTHING: schema.variant_smoothing(variant)})
+    run_id = open_unit_run(tracker, stage_run, unit.name, result.model_config.name)
     tracker.log(run_id, metrics={**schema.score_metrics(schema.VAL, scored.val),
                                  **schema.score_metrics(schema.EVAL, eval_scores),
                                  schema.BEST_EPOCH: result.best_epoch, schema.TRAIN_CLIPS_PER_S: result.train_clips_per_s,
@@ -269,8 +300,9 @@ def log_unit(tracker: Tracker, stage_run: str, index: int, variant: str, unit: V
                 params={**{f"{schema.MODEL_PARAMS}{k}": v for k, v in asdict(result.model_config).items()},
                         **{f"{schema.TRAIN_PARAMS}{k}": v for k, v in asdict(result.train_config).items()},
                         **schema.choice_params(scored.choice)})
-    tracker.log_series(run_id, {schema.TRAIN_LOSS: [h.train_loss for h in result.history],
-                                schema.VAL_LOSS: [h.val_loss for h in result.history]})
+    steps = StepLog(tracker)  # the epochs not logged live (a unit trained before a resume, say)
+    for epoch in result.history:
+        steps.log(run_id, epoch)
     with tempfile.TemporaryDirectory() as tmp:
         choice_file = Path(tmp) / schema.POSTPROCESSING_FILE
         choice_file.write_text(json.dumps(scored.choice.to_dict(), indent=1))
