@@ -22,6 +22,7 @@ import os
 import random
 import tempfile
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -376,7 +377,12 @@ def pseudo_label_dataset(local: Path, stage: str, source_uri: str) -> Any:
 
     parquet = pq.ParquetFile(local)
     first_row = next(parquet.iter_batches(batch_size=1)).to_pandas()  # MLflow infers no columns from an empty table
-    described = mlflow.data.from_pandas(first_row, source=source_uri)._to_mlflow_entity()  # columns, source
+    with warnings.catch_warnings():
+        # MLflow's notes to a person typing at a prompt: a local path is both a file and an artifact location (either
+        # reads it), and the clip index column is an integer (it is never missing). Not the sweep user's business.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
+        described = mlflow.data.from_pandas(first_row, source=source_uri)._to_mlflow_entity()  # columns, source
     rows = parquet.metadata.num_rows
     digest = hashlib.sha256(local.read_bytes()).hexdigest()[:schema.DATASET_DIGEST_CHARS]
     return Dataset(schema.pseudo_label_dataset_name(stage), digest, described.source_type, described.source,
