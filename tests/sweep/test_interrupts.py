@@ -31,7 +31,9 @@ def extended(interrupted_sweep: dict, tmp_path_factory: pytest.TempPathFactory) 
     and resumed there with a third pass. (Copied, not moved: the other tests read the original.)"""
     src, tmp = interrupted_sweep["folder"], tmp_path_factory.mktemp("moved")
     shutil.copytree(src / "storage", tmp / "bigger-disk")
-    shutil.copy(src / "mlflow.db", tmp / "mlflow.db")  # artifacts stay where the copy's runs point (src/mlartifacts)
+    shutil.copytree(src / "mlartifacts", tmp / "mlartifacts")
+    shutil.copy(src / "mlflow.db", tmp / "mlflow.db")
+    repoint(tmp / "mlflow.db", str(src), str(tmp))  # the copy's runs log their artifacts to the copy, not to src's
     cfg = yaml.safe_load((src / "sweep.yaml").read_text())
     cfg["tracking"] = {**cfg["tracking"], "storage": str(tmp / "bigger-disk"), "tracking_uri": store_uri(tmp)}
     (tmp / "moved.yaml").write_text(yaml.safe_dump(cfg))
@@ -39,6 +41,19 @@ def extended(interrupted_sweep: dict, tmp_path_factory: pytest.TempPathFactory) 
     states = sorted((tmp / "bigger-disk" / "sweeps").glob("*/state.json"))
     return {"code": code, "log": (tmp / "stderr.txt").read_text(),
             "state": json.loads(states[0].read_text()) if len(states) == 1 else None}
+
+
+def repoint(db: Path, old: str, new: str) -> None:
+    """Replace the folder `old` by `new` in every text column of an MLflow SQLite store (artifact locations)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        tables = [r[0] for r in con.execute("select name from sqlite_master where type = 'table'")]
+        for table in tables:
+            for column in [r[1] for r in con.execute(f"pragma table_info('{table}')") if "CHAR" in r[2].upper() or
+                           "TEXT" in r[2].upper()]:
+                con.execute(f'update "{table}" set "{column}" = replace("{column}", ?, ?) where "{column}" like ?',
+                            (old, new, f"%{old}%"))
 
 
 def check_one_line(after: str, expected: str) -> None:
