@@ -4,8 +4,9 @@ One module fixture starts two `smoke` sweeps at once with the same config (tests
 hence the same MLflow store (SQLite), the same storage root and the same data workdir; while the first
 one trains pass 1, the test SIGKILLs that unit's Ray Train worker process (its pid is in the unit's
 `attempts/` records). Both must finish: the killed one after Ray Train's retry, with the outcome of the
-undisturbed one, which is in turn the outcome of the session's `finished_sweep` (killed mid-pass-2 and
-resumed): same seed and config, same per-class selections and metrics.
+undisturbed one, which is in turn the outcome of the session's `finished_sweep` (stopped three times,
+killed mid-pass-2 and resumed, on a synthetic set generated in the test process): same seed and config, same
+per-class selections and metrics.
 """
 
 from __future__ import annotations
@@ -275,7 +276,7 @@ def test_concurrent_sweeps_keep_their_own_model_versions(concurrent_sweeps):
 def test_same_seed_and_config_give_the_same_selection_and_metrics(concurrent_sweeps, finished_sweep):
     s = concurrent_sweeps
     tmp, _, final = finished_sweep
-    reference = sweep_folder(tmp, final["sweep_id"])  # killed mid-pass-2 and resumed, alone on the machine
+    reference = sweep_folder(tmp, final["sweep_id"])  # stopped, killed mid-pass-2 and resumed, alone
     for stage in STAGES:
         expected = comparable_stage(reference, stage)
         for name in s.ids:

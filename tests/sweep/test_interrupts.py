@@ -2,7 +2,8 @@
 within seconds with one line, exit 130 / 143 and no Ray process left; a real full file system (a small tmpfs)
 gives one line naming ENOSPC and the file; `--resume` then finishes, also with the storage moved and more passes.
 
-Each test runs `smoke` sweeps in subprocesses: minutes.
+The signals are sent to the session's sweep (`interrupted_sweep`, conftest.py: the sweep the other sweep tests read),
+at the earliest points that show them; the moved storage and the full disk run `smoke` sweeps of their own: minutes.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -18,65 +18,42 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.sweep_runs import read_state, run_sweep_cli, start_sweep_cli, sweep_config
+from support.sweep_runs import run_sweep_cli, start_sweep_cli, store_uri, sweep_config
 
 pytestmark = pytest.mark.slow
 
 STOP_WITHIN_S = 12.0  # the sweep's own watchdog forces the exit 8 s after the signal
 
 
-def session_processes(sid: int) -> list[str]:
-    """Processes (pid and command) still in the session `sid` (a sweep started with start_new_session)."""
-    out = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True, check=True).stdout
-    rows = [line.split(None, 2) for line in out.splitlines()]
-    return [f"{r[0]} {r[2] if len(r) > 2 else ''}" for r in rows if len(r) >= 2 and r[1] == str(sid)]
-
-
-def no_processes_left(sid: int, grace_s: float = 5.0) -> list[str]:
-    deadline = time.monotonic() + grace_s
-    while (left := session_processes(sid)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return left
-
-
-def signal_when(tmp: Path, proc: subprocess.Popen, ready, signum: int, *, to_group: bool) -> dict:
-    """Send `signum` once `ready(state, stderr)` holds; how the sweep ended."""
-    stderr = tmp / "stderr.txt"
-    while proc.poll() is None and not ready(read_state(tmp), stderr.read_text()):
-        time.sleep(0.3)
-    assert proc.poll() is None, f"the sweep ended ({proc.returncode}) before the signal; see {stderr}"
-    mark, sent = stderr.stat().st_size, time.monotonic()
-    (os.killpg if to_group else os.kill)(proc.pid, signum)
-    code = proc.wait(timeout=120)
-    return {"code": code, "seconds": time.monotonic() - sent, "after": stderr.read_text()[mark:],
-            "left": no_processes_left(proc.pid), "state": read_state(tmp)}
-
-
 @pytest.fixture(scope="module")
-def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A smoke sweep: Ctrl-C after stage 0's two Tune searches; resumed and stopped by SIGTERM; resumed to the end;
-    then its storage moved and resumed with a third pass."""
-    tmp = tmp_path_factory.mktemp("interrupts")
-    config = sweep_config(tmp)
-    out = {"tmp": tmp}
-    out["sigint"] = signal_when(tmp, start_sweep_cli(config, tmp),
-                                lambda state, _: bool(state) and "tagging" in state["stages_done"],
-                                signal.SIGINT, to_group=True)
-    resumed = start_sweep_cli(config, tmp, "--resume")
-    out["sigterm"] = signal_when(tmp, resumed, lambda _, err: err.count("Ray up in") >= 2, signal.SIGTERM,
-                                 to_group=False)
-    out["finished"] = run_sweep_cli(config, tmp, "--resume")
-    out["state"] = read_state(tmp)
-    shutil.move(tmp / "storage", tmp / "bigger-disk")  # the user moves the storage and asks for one more pass
-    cfg = yaml.safe_load(config.read_text())
-    cfg["tracking"]["storage"] = str(tmp / "bigger-disk")
+def extended(interrupted_sweep: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The finished sweep's storage and MLflow store copied to another folder (the user moved them to a bigger disk)
+    and resumed there with a third pass. (Copied, not moved: the other tests read the original.)"""
+    src, tmp = interrupted_sweep["folder"], tmp_path_factory.mktemp("moved")
+    shutil.copytree(src / "storage", tmp / "bigger-disk")
+    shutil.copytree(src / "mlartifacts", tmp / "mlartifacts")
+    shutil.copy(src / "mlflow.db", tmp / "mlflow.db")
+    repoint(tmp / "mlflow.db", str(src), str(tmp))  # the copy's runs log their artifacts to the copy, not to src's
+    cfg = yaml.safe_load((src / "sweep.yaml").read_text())
+    cfg["tracking"] = {**cfg["tracking"], "storage": str(tmp / "bigger-disk"), "tracking_uri": store_uri(tmp)}
     (tmp / "moved.yaml").write_text(yaml.safe_dump(cfg))
-    mark = (tmp / "stderr.txt").stat().st_size
-    out["extended"] = run_sweep_cli(tmp / "moved.yaml", tmp, "--resume", "--passes", "3")
-    out["extended_log"] = (tmp / "stderr.txt").read_text()[mark:]
+    code = run_sweep_cli(tmp / "moved.yaml", tmp, "--resume", "--passes", "3")
     states = sorted((tmp / "bigger-disk" / "sweeps").glob("*/state.json"))
-    out["extended_state"] = json.loads(states[0].read_text()) if len(states) == 1 else None
-    return out
+    return {"code": code, "log": (tmp / "stderr.txt").read_text(),
+            "state": json.loads(states[0].read_text()) if len(states) == 1 else None}
+
+
+def repoint(db: Path, old: str, new: str) -> None:
+    """Replace the folder `old` by `new` in every text column of an MLflow SQLite store (artifact locations)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        tables = [r[0] for r in con.execute("select name from sqlite_master where type = 'table'")]
+        for table in tables:
+            for column in [r[1] for r in con.execute(f"pragma table_info('{table}')") if "CHAR" in r[2].upper() or
+                           "TEXT" in r[2].upper()]:
+                con.execute(f'update "{table}" set "{column}" = replace("{column}", ?, ?) where "{column}" like ?',
+                            (old, new, f"%{old}%"))
 
 
 def check_one_line(after: str, expected: str) -> None:
@@ -86,8 +63,8 @@ def check_one_line(after: str, expected: str) -> None:
     assert ours == [expected] and lines[-1] == expected, after
 
 
-def test_the_first_ctrl_c_stops_the_sweep_at_once(stopped: dict) -> None:
-    run = stopped["sigint"]
+def test_the_first_ctrl_c_stops_the_sweep_at_once(interrupted_sweep: dict) -> None:
+    run = interrupted_sweep["sigint"]  # sent once stage 0 was saved
     assert run["code"] == 130 and run["seconds"] < STOP_WITHIN_S, run  # before: ignored, the sweep ran on (exit 0)
     check_one_line(run["after"], "kdsed.sweep: stopped by SIGINT; finished units and stages are saved: run the "
                                  "same command with --resume to continue")
@@ -95,30 +72,29 @@ def test_the_first_ctrl_c_stops_the_sweep_at_once(stopped: dict) -> None:
     assert {"baseline", "tagging"} <= set(run["state"]["stages_done"]) and not run["state"]["finished"]
 
 
-def test_sigterm_stops_the_sweep_with_one_line(stopped: dict) -> None:
-    run = stopped["sigterm"]
+def test_sigterm_stops_the_sweep_with_one_line(interrupted_sweep: dict) -> None:
+    run = interrupted_sweep["sigterm"]  # sent to the resumed coordinator alone, once its Ray was up
     assert run["code"] == 143 and run["seconds"] < STOP_WITHIN_S, run  # before: Ray's C++ abort, exit -6
     check_one_line(run["after"], "kdsed.sweep: stopped by SIGTERM; finished units and stages are saved: run the "
                                  "same command with --resume to continue")
     assert run["left"] == [], run["left"]
 
 
-def test_resume_after_the_signals_finishes_without_retraining(stopped: dict) -> None:
-    assert stopped["finished"] == 0, (stopped["tmp"] / "stderr.txt").read_text()[-3000:]
-    state = stopped["state"]
+def test_resume_after_the_signals_finishes_without_retraining(interrupted_sweep: dict) -> None:
+    state = interrupted_sweep["final"]  # the last --resume exited 0 (the fixture checks it)
     assert state["finished"] and state["stages_done"][-1] == "pass-2"
-    saved = stopped["sigint"]["state"]["units"]
+    saved = interrupted_sweep["sigint"]["state"]["units"]
     assert saved and all(state["units"][name] == record for name, record in saved.items())  # not trained again
 
 
-def test_a_moved_storage_and_more_passes_continue_the_sweep(stopped: dict) -> None:
-    assert stopped["extended"] == 0, stopped["extended_log"][-3000:]
-    before, after = stopped["state"], stopped["extended_state"]
+def test_a_moved_storage_and_more_passes_continue_the_sweep(interrupted_sweep: dict, extended: dict) -> None:
+    assert extended["code"] == 0, extended["log"][-3000:]
+    before, after = interrupted_sweep["final"], extended["state"]
     assert after["sweep_id"] == before["sweep_id"] and after["finished"] and after["passes"] == 3
     assert after["stages_done"] == [*before["stages_done"], "pass-3"]
     new_units = set(after["units"]) - set(before["units"])
     assert new_units == {f"pass-3/{v}" for v in ("deep-none", "shallow-median")}  # only pass 3 was trained
-    assert f"resuming sweep {before['sweep_id']}" in stopped["extended_log"]
+    assert f"resuming sweep {before['sweep_id']}" in extended["log"]
 
 
 @pytest.fixture
@@ -149,8 +125,8 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-def test_a_full_disk_is_one_line_and_the_sweep_resumes(tmp_path: Path, small_disk: Path) -> None:
-    config = sweep_config(tmp_path)
+def test_a_full_disk_is_one_line_and_the_sweep_resumes(tmp_path: Path, small_disk: Path, smoke_workdir: Path) -> None:
+    config = sweep_config(tmp_path, smoke_workdir)
     cfg = yaml.safe_load(config.read_text())
     cfg["tracking"]["storage"] = str(small_disk / "storage")
     cfg["ray"]["max_failures"] = 0  # the failed write is not retried by Ray Train (the disk stays full)

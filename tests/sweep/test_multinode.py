@@ -91,7 +91,8 @@ def test_two_trainers_run_on_two_nodes(multinode_cluster: LocalCluster, tmp_path
 
 
 @pytest.mark.slow
-def test_smoke_sweep_runs_variants_on_both_nodes(multinode_cluster: LocalCluster, tmp_path):  # noqa: F811
+def test_smoke_sweep_runs_variants_on_both_nodes(multinode_cluster: LocalCluster, tmp_path,  # noqa: F811
+                                                 smoke_workdir: Path) -> None:
     """`python -m kdsed.sweep --address` against the two-node cluster: units land on both nodes."""
     import json
     import subprocess
@@ -100,7 +101,7 @@ def test_smoke_sweep_runs_variants_on_both_nodes(multinode_cluster: LocalCluster
 
     repo = Path(__file__).resolve().parents[2]
     cfg = yaml.safe_load((repo / "sweeps" / "smoke.yaml").read_text())
-    cfg["data"]["workdir"] = str(tmp_path / "work")
+    cfg["data"]["workdir"] = str(smoke_workdir)  # the session's prepared smoke set and feature cache
     cfg["ray"] = {**cfg.get("ray", {}), "node_resource_prefix": "node_"}
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(cfg))

@@ -1,5 +1,5 @@
 """kdsed.sweep.interrupts without a sweep: handlers put back after calls that replace them, one line, exit codes.
-(The real thing, SIGINT and SIGTERM to running sweeps, is in tests/test_interrupts.py.)"""
+(The real thing, SIGINT and SIGTERM to running sweeps, is in tests/sweep/test_interrupts.py.)"""
 
 from __future__ import annotations
 

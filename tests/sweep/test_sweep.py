@@ -1,8 +1,8 @@
 """The distributed sweep end to end on the synthetic smoke set.
 
 The session fixture `finished_sweep` (conftest.py) starts one sweep in a
-subprocess, kills it in the middle of pass 2 (after its first variant finished)
-and resumes it; these tests read the finished sweep: the MLflow structure, the
+subprocess, stops it (Ctrl-C after stage 0, SIGTERM, then SIGKILL in the middle
+of pass 2, after its first variant finished) and resumes it; these tests read the finished sweep: the MLflow structure, the
 Parquet pseudo-labels, the registry pull + predict round trip.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from support.sweep_runs import store_uri, sweep_folder
+from support.sweep_runs import data_root, store_uri, sweep_folder
 
 from kdsed import schema
 from kdsed.constants import CLASSES
@@ -97,7 +97,7 @@ def test_parquet_pseudo_labels(finished_sweep):
 
     tmp, _, final = finished_sweep
     folder = sweep_folder(tmp, final["sweep_id"])
-    data = load_dataset(tmp / "work" / "data" / "synth-smoke-seed0", subsets=TRAIN_SUBSETS)
+    data = load_dataset(data_root(tmp), subsets=TRAIN_SUBSETS)
     expected = {c.filename: min(240, FeatureConfig().frames_for_samples(sf.info(c.audio_path).frames))
                 for s in TRAIN_SUBSETS for c in data.subset(s)}  # the real weak clips include shorter ones
     for k in (1, 2):
@@ -126,7 +126,7 @@ def test_pull_and_predict_reproduce_eval_f1(finished_sweep):
                     "--tracking-uri", store_uri(tmp)], check=True, cwd=tmp)
     bundle = load_bundle(out)
     assert set(bundle.classes) == set(CLASSES)
-    data = load_dataset(tmp / "work" / "data" / "synth-smoke-seed0")
+    data = load_dataset(data_root(tmp))
     wavs = [str(c.audio_path) for c in data.subset("eval")]
     subprocess.run([sys.executable, "-m", "kdsed.predict", "--models", str(out), *wavs, "--out", str(tmp / "eval.tsv"),
                     "--force"],  # a reused fixture folder (KDSED_REUSE_SWEEP) holds the last run's file
