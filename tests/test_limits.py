@@ -83,7 +83,7 @@ def test_weights_larger_than_their_model_are_refused_unread(bundle: Path, tmp_pa
     crafted = Path(shutil.copytree(bundle, tmp_path / "crafted"))
     target = swap_weights(crafted, "Speech", stored)
     with pytest.raises(BundleError, match=rf"^{target}: 4,0\d\d,\d\d\d bytes, more than the 2,1\d\d,\d\d\d of shallow "
-                                          r"model's tensors \(10,976 bytes\) and headers \(see docs/limits\.md\); "
+                                          r"model's tensors \(50,400 bytes\) and headers \(see docs/limits\.md\); "
                                           r"refused unread$"):
         load_bundle(crafted)
 
