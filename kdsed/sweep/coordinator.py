@@ -391,13 +391,14 @@ class Coordinator:
         if k > 1 and stage not in self.state.stages_done:
             self.broadcast("previous", self.pseudo_labels(schema.pass_stage(k - 1)))
         specs = stages.pass_units(self.cfg, k)
-        beside = [s for s in stages.baseline_second_stage(self.cfg) if s.stage not in self.state.stages_done] if k == 1 else []
-        if beside:
+        beside = stages.baseline_second_stage(self.cfg) if k == 1 else []  # a finished one is read back, not retrained
+        to_train = [s for s in beside if s.stage not in self.state.stages_done]
+        if to_train:
             baseline = self.read_unit(stages.first_units(self.cfg)[0])
             self.broadcast("baseline_tags", distill.baseline_stage1_tags(self.data, baseline.outputs))
             if stage not in self.state.stages_done:
-                self.train_units(beside + specs)
-        log(f"{stage}/{self.cfg.distill.passes}: {len(specs) + len(beside)} unit(s)")
+                self.train_units(to_train + specs)
+        log(f"{stage}/{self.cfg.distill.passes}: {len(specs) + len(to_train)} unit(s)")
         done = [self.run_stage(s.stage, [s]) for s in beside]
         return [*done, self.run_stage(stage, specs)]
 

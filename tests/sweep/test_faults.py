@@ -220,14 +220,15 @@ def test_concurrent_sweeps_keep_their_own_files(concurrent_sweeps):
     for name, sweep_id in s.ids.items():
         folder = s.folder(name)
         assert sorted(p.name for p in (folder / "units").iterdir()) == \
-            ["baseline", "pass-1__deep", "pass-2__deep-none", "pass-2__shallow-median", "tagging"]
+            ["baseline", "baseline-2stage", "pass-1__deep", "pass-2__deep-none", "pass-2__shallow-median", "tagging",
+             "topline__deep", "topline__shallow"]
         for k in (1, 2):
             parquet = folder / schema.pseudo_labels_file(schema.pass_stage(k))
             meta = json.loads(pq.read_schema(parquet).metadata[b"kdsed"])
             assert meta["sweep_id"] == sweep_id and meta["pass"] == k
         # Every worker that wrote into this folder was started by this sweep's own fits.
         fits = fit_ids(folder)
-        assert len(fits) == 5
+        assert len(fits) == 8
         assert not fits & fit_ids(s.folder("undisturbed" if name == "killed" else "killed"))
     # Ray Train and Tune results are kept per sweep too (their run names start with the sweep id).
     for kind in (schema.RAY_RUNS, schema.TUNE_RUNS):
