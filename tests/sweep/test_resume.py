@@ -143,3 +143,22 @@ def test_resume_is_checked_at_start_up_without_writing(smoke: SweepConfig, tmp_p
         check_resume(replace(cfg, tracking=replace(cfg.tracking, storage=str(tmp_path / "nowhere"))), True)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before[0]  # nothing created
     assert SweepState.load(storage, "s1").passes == 2  # nor changed: only the coordinator reopens it
+
+
+def test_a_resumed_pass_1_reads_back_the_finished_two_stage_baseline(smoke, monkeypatch):
+    """After pass 1 finished, a resumed sweep still returns (and so reports and compares with) the two-stage
+    baseline's saved stage, trains nothing and broadcasts nothing for it."""
+    from types import SimpleNamespace
+
+    from kdsed.sweep.coordinator import Coordinator
+
+    coord = object.__new__(Coordinator)
+    coord.cfg = smoke
+    coord.state = SimpleNamespace(stages_done=["baseline", "topline", "tagging", "baseline-2stage", "pass-1"])
+    calls = []
+    monkeypatch.setattr(coord, "run_stage", lambda stage, specs, **kw: calls.append(("stage", stage)) or stage,
+                        raising=False)
+    for name in ("train_units", "broadcast", "read_unit"):
+        monkeypatch.setattr(coord, name, lambda *a, _n=name, **kw: calls.append((_n,)), raising=False)
+    assert coord.run_pass(1) == ["baseline-2stage", "pass-1"]
+    assert calls == [("stage", "baseline-2stage"), ("stage", "pass-1")]
