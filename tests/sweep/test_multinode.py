@@ -112,8 +112,12 @@ def test_smoke_sweep_runs_variants_on_both_nodes(multinode_cluster: LocalCluster
     assert out.returncode == 0, out.stderr[-4000:]
     units = sorted((tmp_path / "storage" / "sweeps").glob("*/units/*/summary.json"))
     placed = {p.parent.name: json.loads(p.read_text())["node_resources"] for p in units}
-    assert set(placed) == {"baseline", "tagging", "pass-1__deep", "pass-2__deep-none", "pass-2__shallow-median"}
-    # Two units at a time, one CPU each, on two one-CPU nodes: each concurrent pair is split across the nodes.
-    assert {tuple(placed["baseline"]), tuple(placed["tagging"])} == {(HEAD_RESOURCE,), (WORKER_RESOURCE,)}
+    assert set(placed) == {"baseline", "topline__deep", "topline__shallow", "tagging", "baseline-2stage", "pass-1__deep",
+                           "pass-2__deep-none", "pass-2__shallow-median"}
+    # Stage 0 (four units, half a CPU each) spans both one-CPU nodes; after it, two units at a time, one CPU each:
+    # each concurrent pair is split across the nodes.
+    stage0 = ("baseline", "topline__deep", "topline__shallow", "tagging")
+    assert {tuple(placed[u]) for u in stage0} == {(HEAD_RESOURCE,), (WORKER_RESOURCE,)}
+    assert {tuple(placed["baseline-2stage"]), tuple(placed["pass-1__deep"])} == {(HEAD_RESOURCE,), (WORKER_RESOURCE,)}
     assert {tuple(placed["pass-2__deep-none"]), tuple(placed["pass-2__shallow-median"])} == \
         {(HEAD_RESOURCE,), (WORKER_RESOURCE,)}
