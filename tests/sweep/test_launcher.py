@@ -235,9 +235,11 @@ def test_ray_up_sweep_pull_and_down(cluster: Cluster) -> None:
     assert sweep.returncode == 0, cluster.failed("sweep")
     (state_file,) = storage.glob("sweeps/*/state.json")
     state = json.loads(state_file.read_text())
-    assert state["finished"] and state["stages_done"] == ["baseline", "tagging", "pass-1", "pass-2"]
+    assert state["finished"] and state["stages_done"] == ["baseline", "topline", "tagging", "baseline-2stage", "pass-1",
+                                                          "pass-2"]
     placed = _units_by_node(storage, kinds)
-    assert set(placed) == {"baseline", "tagging", "pass-1__deep", "pass-2__deep-none", "pass-2__shallow-median"}
+    assert set(placed) == {"baseline", "topline__deep", "topline__shallow", "tagging", "baseline-2stage", "pass-1__deep",
+                           "pass-2__deep-none", "pass-2__shallow-median"}
     assert set().union(*placed.values()) == {"head", "worker"}, placed
 
     runs = _check_mlflow_server(uri, state["sweep_id"])
