@@ -174,7 +174,7 @@ def load_sweep(client, parent) -> SweepReport:
                           key=lambda r: (order.get(r.data.tags[schema.TAG_VARIANT], len(order)), r.info.start_time))
         report = stage_report(run, variants)
         out.stages.append(report)
-        if report.winners:
+        if report.winners and schema.pass_index(stage) is not None:  # the passes' registered winners (not the topline's)
             out.winners[report.stage] = _winners(report, run, variants)
     seen = {r.data.tags[schema.TAG_STAGE] for r in stage_runs}
     out.missing = [s for s in schema.split_names(tags.get(schema.TAG_STAGES)) if s not in seen]
