@@ -9,11 +9,16 @@ post-processing in place of Ray Tune's.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TextIO
 
 
 from kdsed import distill, schema, stages
@@ -23,7 +28,7 @@ from kdsed.events import MetadataError
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import write_pseudo_labels
 from kdsed.metrics import ClipCounts
-from kdsed.results import StageReport, format_seed_table, format_table, results_markdown
+from kdsed.results import StageReport, format_seed_table, format_table, in_table_order, results_markdown
 from kdsed.topline import TOPLINE_SKIPPED_NOTE
 from kdsed.scores_io import write_scores
 from kdsed.safety import OutputError, check_output, has_marker, mark_created
@@ -70,35 +75,76 @@ def run_experiment(cfg: ExperimentConfig, out_dir: Path | str, *, data: Prepared
         outcome = score(schema.pass_stage(k), units, t0)
         previous = outcome.merged.train
         write_pseudo_labels(out / schema.pseudo_labels_file(outcome.stage), outcome.pseudo_labels(data))
-        print(format_table(_in_table_order(reports), baseline_with_tagging=False), file=sys.stderr, flush=True)
-    reports = _in_table_order(reports)
+        print(format_table(in_table_order(reports), baseline_with_tagging=False), file=sys.stderr, flush=True)
+    reports = in_table_order(reports)
     write_text_atomic(out / schema.RESULTS_JSON, json.dumps([asdict(r) for r in reports], indent=1))
     write_text_atomic(out / schema.RESULTS_MD, results_markdown(reports, baseline_with_tagging=False))
     return reports
 
 
-def run_seeds(cfg: ExperimentConfig, out_dir: Path | str) -> list[list[StageReport]]:
-    """`run_experiment` once per seed of `cfg.seeds` (under `out_dir/seed-<i>/`, the data prepared once); the
-    mean and spread over seeds in `out_dir/results.md`."""
+def run_seeds(cfg: ExperimentConfig, out_dir: Path | str, *, jobs: int = 1) -> list[list[StageReport]]:
+    """`run_experiment` once per seed of `cfg.seeds` (under `out_dir/seed-<i>/`), `jobs` seeds at a time; the
+    mean and spread over seeds in `out_dir/results.md`.
+
+    The data are prepared once, here. With `jobs` > 1 each seed runs in a process of its own with
+    `cpu_count // jobs` torch threads (at least 1), its lines prefixed with its seed.
+    """
     out = Path(out_dir)
     data = prepare_data(cfg.data, cfg.features)
     seeds = [cfg.seeded(i).train.seed for i in range(cfg.seeds)]
-    runs = []
-    for i, seed in enumerate(seeds):
-        print(f"[kdsed.experiment] seed {seed} ({i + 1} of {cfg.seeds})", file=sys.stderr, flush=True)
-        runs.append(run_experiment(cfg.seeded(i), out / f"seed-{i}", data=data))
+    jobs = max(1, min(jobs, cfg.seeds))
+    if jobs == 1:
+        runs = []
+        for i, seed in enumerate(seeds):
+            print(f"[kdsed.experiment] seed {seed} ({i + 1} of {cfg.seeds})", file=sys.stderr, flush=True)
+            runs.append(run_experiment(cfg.seeded(i), out / f"seed-{i}", data=data))
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        print(f"[kdsed.experiment] {cfg.seeds} seeds, {jobs} at a time, {threads} torch thread(s) each",
+              file=sys.stderr, flush=True)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_one_seed, with_threads(cfg.seeded(i), threads), out / f"seed-{i}", seed)
+                       for i, seed in enumerate(seeds)]
+            runs = [f.result() for f in futures]
     write_text_atomic(out / schema.RESULTS_MD, seeds_markdown(runs, seeds))
     return runs
+
+
+def with_threads(cfg: ExperimentConfig, threads: int) -> ExperimentConfig:
+    """`cfg` with both trainings on `threads` torch threads."""
+    return replace(cfg, tagging_train=replace(cfg.tagging_train, num_threads=threads),
+                   train=replace(cfg.train, num_threads=threads))
+
+
+def _run_one_seed(cfg: ExperimentConfig, out: Path, seed: int) -> list[StageReport]:
+    """One seed in a worker process: its torch threads as `cfg` says, its lines prefixed `[seed N]`."""
+    import torch
+
+    torch.set_num_threads(cfg.train.num_threads or torch.get_num_threads())
+    sys.stderr = PrefixedLines(sys.stderr, f"[seed {seed}] ")
+    return run_experiment(cfg, out, data=prepare_data(cfg.data, cfg.features, progress=False))
+
+
+class PrefixedLines(io.TextIOBase):
+    """A text stream that writes every line to `stream` with `prefix` in front."""
+
+    def __init__(self, stream: TextIO, prefix: str) -> None:
+        self.stream, self.prefix, self.at_line_start = stream, prefix, True
+
+    def write(self, text: str) -> int:
+        for part in text.splitlines(keepends=True):
+            self.stream.write((self.prefix if self.at_line_start else "") + part)
+            self.at_line_start = part.endswith("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def seeds_markdown(runs: list[list[StageReport]], seeds: list[int]) -> str:
     """The table over seeds, then each seed's results."""
     per_seed = "\n".join(f"## Seed {s}\n\n{results_markdown(r, baseline_with_tagging=False)}" for s, r in zip(seeds, runs))
     return (f"## Eval macro F1 over {len(seeds)} seeds (%)\n\n{format_seed_table(runs, seeds)}\n{per_seed}")
-
-
-def _in_table_order(reports: list[StageReport]) -> list[StageReport]:
-    return sorted(reports, key=lambda r: schema.stage_order(r.stage.replace(" ", "-")))
 
 
 def _train(spec: stages.UnitSpec, cfg: ExperimentConfig, data: PreparedData, out: Path, **targets) -> distill.TrainedUnit:
@@ -122,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passes", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=None, help="run the method once per training seed (default: "
                                                                 "the config's `seeds`, 1) and report mean and spread")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="with --seeds: run this many seeds at a time, each in its own process (default 1)")
+    parser.add_argument("--synth-seed", type=int, default=None,
+                        help="seed of the synthetic data set (default: the config's data.synth_seed)")
     parser.add_argument("--force", action="store_true", help="write into --out even if kdsed did not make it")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
@@ -133,10 +183,14 @@ def main(argv: list[str] | None = None) -> int:
             cfg = from_dict(SweepConfig, to_dict(replace(cfg, distill=replace(cfg.distill, passes=args.passes))))
         if args.seeds is not None:
             cfg = from_dict(SweepConfig, {**to_dict(cfg), "seeds": args.seeds})
+        if args.jobs < 1:
+            raise ConfigError(f"--jobs {args.jobs}: expected a number of processes >= 1")
+        if args.synth_seed is not None:
+            cfg = from_dict(SweepConfig, to_dict(replace(cfg, data=replace(cfg.data, synth_seed=args.synth_seed))))
         args.out.mkdir(parents=True, exist_ok=True)
         mark_created(args.out, "kdsed.experiment")
         if cfg.seeds > 1:
-            run_seeds(cfg, args.out)
+            run_seeds(cfg, args.out, jobs=args.jobs)
             print((args.out / schema.RESULTS_MD).read_text())
             print(f"total wall time {time.perf_counter() - t0:.0f} s; results in {args.out}")
             return 0

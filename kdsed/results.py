@@ -80,6 +80,11 @@ def stage_label(report: StageReport) -> str:
 PSDS_HEADERS = ("PSDS1", "PSDS2")
 
 
+def in_table_order(reports: Sequence[StageReport]) -> list[StageReport]:
+    """`reports` in the results table's order: baselines, tagging model, passes, topline (`schema.stage_order`)."""
+    return sorted(reports, key=lambda r: schema.stage_order(r.stage.replace(" ", "-")))
+
+
 def format_table(reports: list[StageReport], *, baseline_with_tagging: bool = True) -> str:
     """The results as a Markdown table like the report's Tables 1 and 4 (eval subset, %).
 

@@ -20,6 +20,8 @@ sed_scores_eval is imported inside the functions that use it (it imports sed_eva
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -82,13 +84,20 @@ def classes_with_references(gt: GroundTruth) -> list[str]:
     return [c for c in CLASSES if c in present]
 
 
+def _sed_scores_eval(module: str) -> Any:
+    """`sed_scores_eval.<module>`, imported without dcase_util's warning about pkg_resources (through sed_eval)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        return importlib.import_module(f"sed_scores_eval.{module}")
+
+
 def psds(frames: ScoreFrames, gt: GroundTruth, durations_s: Mapping[str, float],
          scenario: PsdsScenario) -> tuple[float | None, dict[str, float | None]]:
     """PSDS of `frames` in one scenario, and each class's single-class PSDS (None without references).
 
     Computed over the classes with references; with fewer than two of them there is no PSDS (None).
     """
-    from sed_scores_eval import intersection_based
+    intersection_based = _sed_scores_eval("intersection_based")
 
     scored = classes_with_references(gt)
     class_wise: dict[str, float | None] = dict.fromkeys(CLASSES)
@@ -125,7 +134,7 @@ def binarize_frames(frames: ScoreFrames, thresholds: float | Sequence[float]) ->
 
 def collar_scores(binary: ScoreFrames, gt: GroundTruth) -> EventScores:
     """Collar-based counts (the task's collars) of 0/1 frames, as `EventScores` (sed_eval's F, P, R)."""
-    from sed_scores_eval import collar_based
+    collar_based = _sed_scores_eval("collar_based")
 
     return _counts(binary, gt, lambda frames: collar_based.accumulated_intermediate_statistics(
         frames, gt, onset_collar=ONSET_COLLAR_S, offset_collar=ONSET_COLLAR_S, offset_collar_rate=OFFSET_COLLAR_RATE,
@@ -135,7 +144,7 @@ def collar_scores(binary: ScoreFrames, gt: GroundTruth) -> EventScores:
 def intersection_scores(binary: ScoreFrames, gt: GroundTruth, *, dtc_threshold: float = INTERSECTION_DTC,
                         gtc_threshold: float = INTERSECTION_GTC) -> EventScores:
     """Intersection-based counts of 0/1 frames (detections failing the DTC are false positives) as `EventScores`."""
-    from sed_scores_eval import intersection_based
+    intersection_based = _sed_scores_eval("intersection_based")
 
     return _counts(binary, gt, lambda frames: intersection_based.accumulated_intermediate_statistics(
         frames, gt, dtc_threshold=dtc_threshold, gtc_threshold=gtc_threshold, time_decimals=TIME_DECIMALS)[0])

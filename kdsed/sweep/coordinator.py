@@ -34,7 +34,7 @@ from kdsed.constants import TEST
 from kdsed.metrics import ClipCounts
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import read_pseudo_labels, write_pseudo_labels
-from kdsed.results import StageReport, winner_table as results_winner_table
+from kdsed.results import StageReport, in_table_order, winner_table as results_winner_table
 from kdsed.scores_io import write_scores
 from kdsed.search import PostprocessChoice
 from kdsed.stages import StageOutcome, UnitSpec
@@ -437,7 +437,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | str = False) -> SweepSummary:
         pass_times.append(time.perf_counter() - t0)
         if k < passes:
             log(_time_left(k, passes, pass_times[-1], len(cfg.distill.variants)))
-    reports.sort(key=lambda r: schema.stage_order(r.stage.replace(" ", "-")))
+    reports = in_table_order(reports)
     coord.finish(reports)
     return SweepSummary(coord.state.sweep_id, coord.state.parent_run_id, reports, last.choice, last.winners,
                         coord.timings)
