@@ -28,7 +28,8 @@ from kdsed.events import MetadataError
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import write_pseudo_labels
 from kdsed.metrics import ClipCounts
-from kdsed.results import StageReport, format_seed_table, format_table, in_table_order, results_markdown
+from kdsed.results import (StageReport, format_seed_comparisons, format_seed_table, format_table, format_targets,
+                           in_table_order, results_markdown)
 from kdsed.topline import TOPLINE_SKIPPED_NOTE
 from kdsed.scores_io import write_scores
 from kdsed.safety import OutputError, check_output, has_marker, mark_created
@@ -141,10 +142,25 @@ class PrefixedLines(io.TextIOBase):
         self.stream.flush()
 
 
+def summarize_seeds(out_dir: Path) -> str:
+    """`seeds_markdown` of the finished seeds under `out_dir` (`seed-<i>/results.json`, as `run_seeds` wrote them)."""
+    folders = sorted((f for f in Path(out_dir).glob("seed-*") if (f / schema.RESULTS_JSON).is_file()),
+                     key=lambda f: int(f.name.removeprefix("seed-")))
+    if not folders:
+        raise FileNotFoundError(f"{out_dir}: no seed-<i>/{schema.RESULTS_JSON} of a finished seed")
+    runs = [[StageReport(**r) for r in json.loads((f / schema.RESULTS_JSON).read_text())] for f in folders]
+    seeds = [load_yaml(SweepConfig, f / schema.CONFIG_FILE).train.seed for f in folders]
+    return seeds_markdown(runs, seeds)
+
+
 def seeds_markdown(runs: list[list[StageReport]], seeds: list[int]) -> str:
     """The table over seeds, then each seed's results."""
     per_seed = "\n".join(f"## Seed {s}\n\n{results_markdown(r, baseline_with_tagging=False)}" for s, r in zip(seeds, runs))
-    return (f"## Eval macro F1 over {len(seeds)} seeds (%)\n\n{format_seed_table(runs, seeds)}\n{per_seed}")
+    comparisons = format_seed_comparisons(runs, seeds)
+    return (f"## Eval macro F1 over {len(seeds)} seeds (%)\n\n{format_seed_table(runs, seeds)}\n"
+            f"## Targets, seed by seed\n\n{format_targets(runs, seeds)}\n"
+            + (f"## Paired differences, seed by seed (eval macro F1, points [95 % CI])\n\n{comparisons}\n"
+               if comparisons else "") + per_seed)
 
 
 def _train(spec: stages.UnitSpec, cfg: ExperimentConfig, data: PreparedData, out: Path, **targets) -> distill.TrainedUnit:
@@ -173,9 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synth-seed", type=int, default=None,
                         help="seed of the synthetic data set (default: the config's data.synth_seed)")
     parser.add_argument("--force", action="store_true", help="write into --out even if kdsed did not make it")
+    parser.add_argument("--summarize", type=Path, metavar="DIR",
+                        help="train nothing: print the tables over the finished seeds of an earlier --seeds run in DIR")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:
+        if args.summarize is not None:
+            print(summarize_seeds(args.summarize))
+            return 0
         check_output(args.out, flag="--out", kind="folder", inputs=[args.config], force=args.force,
                      made_by_kdsed=has_marker, replaced_whole=False)  # kdsed.safety: never overwrite a user's files
         cfg = load_yaml(SweepConfig, args.config)  # the sweep's YAML; its ray/tracking sections are unused here

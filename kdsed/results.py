@@ -143,23 +143,123 @@ def format_comparisons(reports: list[StageReport]) -> str:
             share = "n/a" if c.get("share_a_better") is None else f"{100 * c['share_a_better']:.1f} %"
             ratio = f"{r.kd_topline_ratio:.2f}" if name == schema.VS_TOPLINE and r.kd_topline_ratio is not None else ""
             label = _COMPARISON_LABELS[name].format(against=c["against"])
-            lines.append(f"| {r.stage} | {label} | {_points(c['point'])} [{_points(c['low'])}, {_points(c['high'])}]"
-                         f" | {share} | {ratio} |")
+            lines.append(f"| {r.stage} | {label} | {_difference_cell(c)} | {share} | {ratio} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
 def format_seed_table(runs: Sequence[Sequence[StageReport]], seeds: Sequence[int]) -> str:
-    """The eval macro F1 of every stage over seeds: mean, sample standard deviation, min and max, and each seed's
-    value with its 95 % bootstrap interval (%). `runs[i]` are the reports of seed `seeds[i]`, stages in the same order."""
-    head = ["stage", "mean", "sd", "min", "max", *(f"seed {s} [95 % CI]" for s in seeds)]
+    """The eval macro F1 of every stage over seeds: mean, sample standard deviation, min and max, the mean PSDS1
+    and PSDS2, and each seed's value with its 95 % bootstrap interval (%). `runs[i]` are the reports of seed
+    `seeds[i]`, stages in the same order."""
+    head = ["stage", "mean", "sd", "min", "max", *(f"{h} mean" for h in PSDS_HEADERS),
+            *(f"seed {s} [95 % CI]" for s in seeds)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, first in enumerate(runs[0]):
         values = [run[i].eval["macro"]["f_measure"] or 0.0 for run in runs]
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        psds = [[run[i].detection[s]["value"] for run in runs] if all(run[i].detection for run in runs) else None
+                for s in schema.PSDS_SCENARIOS]
         cells = [stage_label(first), *(percent(x) for x in (statistics.fmean(values), sd, min(values), max(values))),
+                 *("" if v is None or None in v else percent(statistics.fmean(v)) for v in psds),
                  *(percent(run[i].eval["macro"]["f_measure"]) + _interval_cell(run[i].eval) for run in runs)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def format_seed_comparisons(runs: Sequence[Sequence[StageReport]], seeds: Sequence[int]) -> str:
+    """Each paired comparison of each stage, seed by seed (points [95 % CI]), and in how many seeds the interval
+    lies above 0 and below 0. Empty when no stage carries a comparison."""
+    head = ["stage", "difference", *(f"seed {s}" for s in seeds), "above 0 / below 0"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, first in enumerate(runs[0]):
+        for name in schema.COMPARISONS:
+            found = [run[i].comparisons.get(name) for run in runs]
+            if None in found:
+                continue
+            label = _COMPARISON_LABELS[name].format(against=found[0]["against"])
+            above, below = sum(c["low"] > 0 for c in found), sum(c["high"] < 0 for c in found)
+            cells = [first.stage, label, *(_difference_cell(c) for c in found), f"{above} / {below} of {len(found)}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
+#: The targets of the method on the `mini` set (issue 12): last pass's macro F1, its ratio to the two-stage
+#: baseline and to the topline.
+TARGET_F1, TARGET_BASELINE_FACTOR, TARGET_TOPLINE_RATIO = 0.30, 3.0, 0.75
+
+
+def format_targets(runs: Sequence[Sequence[StageReport]], seeds: Sequence[int]) -> str:
+    """The method's targets, seed by seed, with what each seed measured and in how many seeds each is met.
+
+    Where a target is a comparison, "met" needs the paired interval to agree (e.g. above 0), not the point alone.
+    """
+    rows = [_target_row(target, [_by_stage(run) for run in runs]) for target in _TARGETS]
+    head = ["target", *(f"seed {s}" for s in seeds), "met in"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, cells, met in rows:
+        lines.append("| " + " | ".join([label, *cells, f"{sum(met)} of {len(met)}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _by_stage(run: Sequence[StageReport]) -> dict[str, StageReport]:
+    return {r.stage: r for r in run}
+
+
+def _last_pass(stages: dict[str, StageReport]) -> StageReport:
+    return stages[max((s for s in stages if s.startswith("pass ")), key=lambda s: int(s.split()[1]))]
+
+
+def _macro(r: StageReport | None) -> float | None:
+    return None if r is None else r.eval["macro"]["f_measure"]
+
+
+def _target_f1(stages: dict[str, StageReport]) -> tuple[str, bool]:
+    last = _last_pass(stages)
+    return f"{percent(_macro(last))} ({last.stage})", (_macro(last) or 0.0) >= TARGET_F1
+
+
+def _target_baseline(stages: dict[str, StageReport]) -> tuple[str, bool]:
+    last, base = _last_pass(stages), stages.get(schema.stage_title(schema.BASELINE_TWO_STAGE))
+    diff = last.comparisons.get(schema.VS_BASELINE)
+    if not _macro(base) or diff is None:
+        return "n/a", False
+    factor = (_macro(last) or 0.0) / _macro(base)
+    return f"{factor:.2f}× ({_difference_cell(diff)})", factor >= TARGET_BASELINE_FACTOR and diff["low"] > 0
+
+
+def _target_topline(stages: dict[str, StageReport]) -> tuple[str, bool]:
+    ratio = _last_pass(stages).kd_topline_ratio
+    return ("n/a", False) if ratio is None else (f"{ratio:.2f}", ratio >= TARGET_TOPLINE_RATIO)
+
+
+def _target_pass1(stages: dict[str, StageReport]) -> tuple[str, bool]:
+    diff = stages["pass 1"].comparisons.get(schema.VS_PREVIOUS) if "pass 1" in stages else None
+    return ("n/a", False) if diff is None else (_difference_cell(diff), diff["point"] >= 0)
+
+
+def _target_pseudo(stages: dict[str, StageReport]) -> tuple[str, bool]:
+    f1s = [stages[f"pass {k}"].pseudo["macro"]["f_measure"] for k in (1, 2, 3)
+           if f"pass {k}" in stages and stages[f"pass {k}"].pseudo]
+    if len(f1s) < 3:
+        return "n/a", False
+    return " → ".join(percent(x) for x in f1s), f1s[0] < f1s[1] < f1s[2]
+
+
+_TARGETS = ((f"last pass ≥ {100 * TARGET_F1:.0f} % eval macro F1", _target_f1),
+            (f"≥ {TARGET_BASELINE_FACTOR:.0f}× the two-stage baseline, paired interval above 0", _target_baseline),
+            (f"kd_topline_ratio ≥ {TARGET_TOPLINE_RATIO}", _target_topline),
+            ("pass 1 ≥ tagging model (the point; its paired interval beside it)", _target_pass1),
+            ("pseudo-label F1 rising, pass 1 → 2 → 3", _target_pseudo))
+
+
+def _target_row(target: tuple, runs: list[dict[str, StageReport]]) -> tuple[str, list[str], list[bool]]:
+    label, measure = target
+    measured = [measure(stages) for stages in runs]
+    return label, [f"{text} {'✓' if met else '✗'}" for text, met in measured], [met for _, met in measured]
+
+
+def _difference_cell(c: dict[str, Any]) -> str:
+    return f"{_points(c['point'])} [{_points(c['low'])}, {_points(c['high'])}]"
 
 
 def results_markdown(reports: list[StageReport], *, baseline_with_tagging: bool = True) -> str:

@@ -84,3 +84,25 @@ def test_concurrent_seeds_give_what_each_seed_gives_alone_on_the_same_threads(tm
 
     assert scores(runs[1]) == scores(alone)
     assert [r.val for r in runs[0]] != [r.val for r in runs[1]]  # the seeds differ
+
+
+def test_summarize_rebuilds_the_tables_of_the_finished_seeds(tmp_path, capsys):
+    import json
+    from dataclasses import asdict
+
+    from kdsed import schema
+    from kdsed.config import ExperimentConfig, dump_yaml
+    from kdsed.experiment import main, seeds_markdown
+    from test_results import seeded_runs
+
+    runs, cfg = seeded_runs(), ExperimentConfig()
+    for i, run in enumerate(runs[:2]):  # two finished seeds; the third never finished
+        folder = tmp_path / f"seed-{i}"
+        folder.mkdir()
+        dump_yaml(cfg.seeded(i), folder / schema.CONFIG_FILE)
+        (folder / schema.RESULTS_JSON).write_text(json.dumps([asdict(r) for r in run]))
+    (tmp_path / "seed-2").mkdir()
+    assert main(["--summarize", str(tmp_path)]) == 0
+    seeds = [cfg.train.seed, cfg.train.seed + 1]
+    assert capsys.readouterr().out == seeds_markdown(runs[:2], seeds) + "\n"
+    assert "| target | seed 0 | seed 1 | met in |" in seeds_markdown(runs[:2], seeds)

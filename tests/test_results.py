@@ -136,10 +136,15 @@ def test_seed_table_gives_mean_spread_and_each_seeds_interval():
     runs = [[report("tagging", 0.10), report("pass 1", 0.20)], [report("tagging", 0.12), report("pass 1", 0.26)],
             [report("tagging", 0.14), report("pass 1", 0.23)]]
     lines = format_seed_table(runs, [0, 1, 2]).splitlines()
-    assert lines[0] == "| stage | mean | sd | min | max | seed 0 [95 % CI] | seed 1 [95 % CI] | seed 2 [95 % CI] |"
-    assert lines[2] == ("| tagging model (deep, weak labels) | 12.00 | 2.00 | 10.00 | 14.00 | 10.00 [9.00, 12.00] | "
+    assert lines[0] == ("| stage | mean | sd | min | max | PSDS1 mean | PSDS2 mean | seed 0 [95 % CI] | seed 1 [95 % CI] "
+                        "| seed 2 [95 % CI] |")
+    assert lines[2] == ("| tagging model (deep, weak labels) | 12.00 | 2.00 | 10.00 | 14.00 |  |  | 10.00 [9.00, 12.00] | "
                         "12.00 [11.00, 14.00] | 14.00 [13.00, 16.00] |")
-    assert lines[3].startswith("| pass 1 | 23.00 | 3.00 | 20.00 | 26.00 | 20.00 [19.00, 22.00] |")
+    assert lines[3].startswith("| pass 1 | 23.00 | 3.00 | 20.00 | 26.00 |  |  | 20.00 [19.00, 22.00] |")
+    for run, (p1, p2) in zip(runs, ((0.30, 0.50), (0.33, 0.51), (0.36, 0.56))):
+        run[1].detection = detection(p1, p2)
+    assert format_seed_table(runs, [0, 1, 2]).splitlines()[3].startswith(
+        "| pass 1 | 23.00 | 3.00 | 20.00 | 26.00 | 33.00 | 52.33 | 20.00 [19.00, 22.00] |")
 
 
 def test_seeded_config_seeds_both_trainings_and_keeps_the_data():
@@ -149,3 +154,53 @@ def test_seeded_config_seeds_both_trainings_and_keeps_the_data():
     third = cfg.seeded(2)
     assert (third.seeds, third.tagging_train.seed, third.train.seed) == (1, 2, 2)
     assert third.data == cfg.data and third.deep == cfg.deep
+
+
+def seeded_runs() -> list[list[StageReport]]:
+    """Three seeds of baseline 2stage, tagging, passes 1-3 and the topline, with the comparisons a run logs."""
+    from kdsed import schema
+
+    def diff(against: str, point: float, low: float, high: float) -> dict:
+        return {"against": against, "point": point, "low": low, "high": high, "share_a_better": 0.5}
+
+    runs = []
+    for base, last, low, ratio, pseudo in ((0.10, 0.31, 0.15, 0.80, (0.2, 0.3, 0.4)),
+                                           (0.12, 0.29, 0.12, 0.70, (0.2, 0.1, 0.4)),
+                                           (0.09, 0.33, -0.01, 0.90, (0.2, 0.3, 0.35))):
+        p1 = StageReport("pass 1", scores(0.2, 0, 0), scores(0.2, 0, 0), 1.0, pseudo=scores(pseudo[0], 0, 0),
+                         comparisons={schema.VS_PREVIOUS: diff("tagging", 0.01 - low / 10, -0.01, 0.03)})
+        p2 = StageReport("pass 2", scores(0.2, 0, 0), scores(0.25, 0, 0), 1.0, pseudo=scores(pseudo[1], 0, 0))
+        p3 = StageReport("pass 3", scores(0.2, 0, 0), scores(last, 0, 0), 1.0, pseudo=scores(pseudo[2], 0, 0),
+                         comparisons={schema.VS_BASELINE: diff("baseline 2stage", last - base, low, low + 0.2)},
+                         kd_topline_ratio=ratio)
+        runs.append([StageReport("baseline 2stage", scores(0.1, 0, 0), scores(base, 0, 0), 1.0),
+                     StageReport("tagging", scores(0.1, 0, 0), scores(0.19, 0, 0), 1.0), p1, p2, p3])
+    return runs
+
+
+def test_targets_are_read_seed_by_seed_and_comparisons_need_their_interval():
+    from kdsed.results import format_targets
+
+    lines = format_targets(seeded_runs(), [0, 1, 2]).splitlines()
+    assert lines[0] == "| target | seed 0 | seed 1 | seed 2 | met in |"
+    assert lines[2] == "| last pass ≥ 30 % eval macro F1 | 31.00 (pass 3) ✓ | 29.00 (pass 3) ✗ | 33.00 (pass 3) ✓ | 2 of 3 |"
+    # seed 1: 2.42x is under 3x; seed 2: 3.67x but the paired interval reaches below 0
+    assert lines[3] == ("| ≥ 3× the two-stage baseline, paired interval above 0 | 3.10× (+21.00 [+15.00, +35.00]) ✓ | "
+                        "2.42× (+17.00 [+12.00, +32.00]) ✗ | 3.67× (+24.00 [-1.00, +19.00]) ✗ | 1 of 3 |")
+    assert lines[4] == "| kd_topline_ratio ≥ 0.75 | 0.80 ✓ | 0.70 ✗ | 0.90 ✓ | 2 of 3 |"
+    assert lines[5] == ("| pass 1 ≥ tagging model (the point; its paired interval beside it) | -0.50 [-1.00, +3.00] ✗ | "
+                        "-0.20 [-1.00, +3.00] ✗ | +1.10 [-1.00, +3.00] ✓ | 1 of 3 |")
+    assert lines[6] == ("| pseudo-label F1 rising, pass 1 → 2 → 3 | 20.00 → 30.00 → 40.00 ✓ | 20.00 → 10.00 → 40.00 ✗ | "
+                        "20.00 → 30.00 → 35.00 ✓ | 2 of 3 |")
+
+
+def test_seed_comparisons_count_the_intervals_above_and_below_zero():
+    from kdsed.results import format_seed_comparisons
+
+    lines = format_seed_comparisons(seeded_runs(), [4, 5, 6]).splitlines()
+    assert lines[0] == "| stage | difference | seed 4 | seed 5 | seed 6 | above 0 / below 0 |"
+    assert lines[2:] == [
+        "| pass 1 | - tagging | -0.50 [-1.00, +3.00] | -0.20 [-1.00, +3.00] | +1.10 [-1.00, +3.00] | 0 / 0 of 3 |",
+        "| pass 3 | - baseline 2stage | +21.00 [+15.00, +35.00] | +17.00 [+12.00, +32.00] | +24.00 [-1.00, +19.00] "
+        "| 2 / 0 of 3 |"]
+    assert format_seed_comparisons([r[:2] for r in seeded_runs()], [4, 5, 6]) == ""
