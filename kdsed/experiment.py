@@ -28,8 +28,7 @@ from kdsed.events import MetadataError
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import write_pseudo_labels
 from kdsed.metrics import ClipCounts
-from kdsed.results import (StageReport, format_seed_comparisons, format_seed_table, format_table, format_targets,
-                           in_table_order, results_markdown)
+from kdsed.results import StageReport, format_table, in_table_order, results_markdown, seeds_summary
 from kdsed.topline import TOPLINE_SKIPPED_NOTE
 from kdsed.scores_io import write_scores
 from kdsed.safety import OutputError, check_output, has_marker, mark_created
@@ -156,11 +155,7 @@ def summarize_seeds(out_dir: Path) -> str:
 def seeds_markdown(runs: list[list[StageReport]], seeds: list[int]) -> str:
     """The table over seeds, then each seed's results."""
     per_seed = "\n".join(f"## Seed {s}\n\n{results_markdown(r, baseline_with_tagging=False)}" for s, r in zip(seeds, runs))
-    comparisons = format_seed_comparisons(runs, seeds)
-    return (f"## Eval macro F1 over {len(seeds)} seeds (%)\n\n{format_seed_table(runs, seeds)}\n"
-            f"## Targets, seed by seed\n\n{format_targets(runs, seeds)}\n"
-            + (f"## Paired differences, seed by seed (eval macro F1, points [95 % CI])\n\n{comparisons}\n"
-               if comparisons else "") + per_seed)
+    return f"{seeds_summary(runs, seeds)}\n{per_seed}"
 
 
 def _train(spec: stages.UnitSpec, cfg: ExperimentConfig, data: PreparedData, out: Path, **targets) -> distill.TrainedUnit:

@@ -183,6 +183,16 @@ def format_seed_comparisons(runs: Sequence[Sequence[StageReport]], seeds: Sequen
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
+def seeds_summary(runs: Sequence[Sequence[StageReport]], seeds: Sequence[int]) -> str:
+    """What a run over seeds reads out, as Markdown: the table over seeds, the targets and the paired differences,
+    seed by seed."""
+    comparisons = format_seed_comparisons(runs, seeds)
+    return (f"## Eval macro F1 over {len(seeds)} seeds (%)\n\n{format_seed_table(runs, seeds)}\n"
+            f"## Targets, seed by seed\n\n{format_targets(runs, seeds)}"
+            + (f"\n## Paired differences, seed by seed (eval macro F1, points [95 % CI])\n\n{comparisons}"
+               if comparisons else ""))
+
+
 #: The targets of the method on the `mini` set (issue 12): last pass's macro F1, its ratio to the two-stage
 #: baseline and to the topline.
 TARGET_F1, TARGET_BASELINE_FACTOR, TARGET_TOPLINE_RATIO = 0.30, 3.0, 0.75

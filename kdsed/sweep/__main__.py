@@ -106,13 +106,13 @@ def _main(argv: list[str] | None) -> int:
               "command with --resume", file=sys.stderr)
         _shutdown_ray()
         return EXIT_RUNTIME_FAILURE
-    from kdsed.results import format_seed_table, results_markdown
+    from kdsed.results import results_markdown, seeds_summary
 
     summary = summaries[-1]
     if len(summaries) > 1:
         seeds = [cfg.seeded(i).train.seed for i in range(cfg.seeds)]
         print(f"eval macro F1 over {len(seeds)} seeds (%), sweeps {', '.join(s.sweep_id for s in summaries)}:")
-        print(format_seed_table([s.reports for s in summaries], seeds))
+        print(seeds_summary([s.reports for s in summaries], seeds))
         print(f"the last seed's sweep ({seeds[-1]}):")
     print(results_markdown(summary.reports))
     print(winner_table(summary))
