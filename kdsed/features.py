@@ -157,29 +157,60 @@ def report_notes(notes: Sequence[AudioNote], total: int, cfg: FeatureConfig, lab
                        f"first: {found[0].path} ({found[0].detail})")
 
 
-def extract(clips: Sequence[Clip], cfg: FeatureConfig, *, workers: int | None = None,
+def _one_thread_per_worker() -> None:
+    """Initializer of an extraction worker: its BLAS and OpenMP pools to one thread, so that `workers` processes
+    use `workers` cores (each would otherwise start one BLAS thread per core for librosa's mel projection)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with librosa (through scikit-learn)
+        return
+    threadpool_limits(1)
+
+
+class FeaturePool:
+    """The worker processes of feature extraction: started on first use, shared by every extraction made while
+    the `with` block is open (e.g. all subsets of a data set), stopped at its end. One worker: no processes."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self._executor: ProcessPoolExecutor | None = None
+
+    def map(self, fn, jobs: Sequence, chunksize: int):
+        if self.workers == 1 or len(jobs) <= 8:
+            return map(fn, jobs)
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(self.workers, initializer=_one_thread_per_worker)
+        return self._executor.map(fn, jobs, chunksize=chunksize)
+
+    def __enter__(self) -> "FeaturePool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
+
+
+def extract(clips: Sequence[Clip], cfg: FeatureConfig, *, workers: int | None = None, pool: FeaturePool | None = None,
             progress: bool = True, label: str = "features") -> FeatureSet:
-    """Extract log-mels of `clips` in parallel over `workers` processes (default: all cores)."""
-    workers = workers or os.cpu_count() or 1
+    """Extract log-mels of `clips` in parallel: on `pool`, else on a pool of `workers` processes (default: all
+    cores) started for this call."""
+    if pool is None:
+        with FeaturePool(workers) as own:
+            return extract(clips, cfg, pool=own, progress=progress, label=label)
     n = len(clips)
     features = np.zeros((n, cfg.frames_per_clip, cfg.n_mels), np.float32)
     n_frames = np.zeros(n, np.int64)
     jobs = [(str(c.audio_path), cfg) for c in clips]
     start = time.perf_counter()
-    chunk = max(1, min(32, n // (workers * 4) or 1))
-    pool = ProcessPoolExecutor(workers) if workers > 1 and n > 8 else None
-    results = pool.map(_extract_one, jobs, chunksize=chunk) if pool else map(_extract_one, jobs)
+    results = pool.map(_extract_one, jobs, chunksize=max(1, min(32, n // (pool.workers * 4) or 1)))
     notes: list[AudioNote] = []
-    try:
-        for i, (mel, clip_notes) in enumerate(results):
-            features[i, : len(mel)] = mel
-            n_frames[i] = len(mel)
-            notes.extend(clip_notes)
-            if progress and ((i + 1) % 200 == 0 or i + 1 == n):
-                _report(label, i + 1, n, time.perf_counter() - start)
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
+    for i, (mel, clip_notes) in enumerate(results):
+        features[i, : len(mel)] = mel
+        n_frames[i] = len(mel)
+        notes.extend(clip_notes)
+        if progress and ((i + 1) % 200 == 0 or i + 1 == n):
+            _report(label, i + 1, n, time.perf_counter() - start)
     report_notes(notes, n, cfg, label)
     return FeatureSet([c.filename for c in clips], features, n_frames)
 
@@ -191,8 +222,8 @@ def _report(label: str, done: int, total: int, elapsed_s: float) -> None:
           file=sys.stderr, flush=True)
 
 
-def load_features(clips: Sequence[Clip], cfg: FeatureConfig, cache_dir: Path | str, *,
-                  workers: int | None = None, progress: bool = True, label: str = "features") -> FeatureSet:
+def load_features(clips: Sequence[Clip], cfg: FeatureConfig, cache_dir: Path | str, *, workers: int | None = None,
+                  pool: FeaturePool | None = None, progress: bool = True, label: str = "features") -> FeatureSet:
     """Features of `clips` from the cache under `cache_dir`, extracting (and caching) on a miss.
 
     A cache entry is checked when read (shape, clip names, frame counts, finite values); a damaged one
@@ -203,7 +234,7 @@ def load_features(clips: Sequence[Clip], cfg: FeatureConfig, cache_dir: Path | s
     entry = Path(cache_dir) / cache_key(clips, cfg)
     if (entry / "index.json").is_file():
         return _read_entry(entry, clips, cfg)
-    fs = extract(clips, cfg, workers=workers, progress=progress, label=label)
+    fs = extract(clips, cfg, workers=workers, pool=pool, progress=progress, label=label)
 
     def fill(tmp: Path) -> None:
         np.save(tmp / "features.npy", fs.features)

@@ -11,7 +11,7 @@ from kdsed.config import DataConfig, FeatureConfig
 from kdsed.constants import CLASS_INDEX, EVAL, NUM_CLASSES, TEST, TRAIN_SUBSETS, WEAK
 from kdsed.data import Clip, DcaseDataset, load_dataset
 from kdsed.events import EventTable, MetadataError
-from kdsed.features import FeatureSet, Normalizer, load_features
+from kdsed.features import FeaturePool, FeatureSet, Normalizer, load_features
 from kdsed.postprocess import events_to_frame_targets
 
 
@@ -92,8 +92,9 @@ def prepare_data(data_cfg: DataConfig, feature_cfg: FeatureConfig, *, progress: 
     dataset = load_dataset(root)
     cache = Path(data_cfg.workdir) / "features"
     clips_by_subset = used_clips(dataset, data_cfg)
-    raw = {subset: load_features(clips, feature_cfg, cache, progress=progress, label=subset)
-           for subset, clips in clips_by_subset.items()}
+    with FeaturePool() as pool:  # started at the first subset not in the cache, shared by the others
+        raw = {subset: load_features(clips, feature_cfg, cache, pool=pool, progress=progress, label=subset)
+               for subset, clips in clips_by_subset.items()}
     normalizer = Normalizer.fit([raw[s] for s in TRAIN_SUBSETS])
     subsets = {name: normalizer.apply(fs) for name, fs in raw.items()}
     train = FeatureSet(
