@@ -160,16 +160,23 @@ def report_notes(notes: Sequence[AudioNote], total: int, cfg: FeatureConfig, lab
 def _one_thread_per_worker() -> None:
     """Initializer of an extraction worker: its BLAS and OpenMP pools to one thread, so that `workers` processes
     use `workers` cores (each would otherwise start one BLAS thread per core for librosa's mel projection)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with librosa (through scikit-learn)
-        return
+    from threadpoolctl import threadpool_limits  # comes with librosa (through scikit-learn)
+
     threadpool_limits(1)
+
+
+def _in_this_process(fn, jobs: Sequence):
+    """`map(fn, jobs)` here, BLAS on one thread as in a worker: the features do not depend on the worker count."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield from map(fn, jobs)
 
 
 class FeaturePool:
     """The worker processes of feature extraction: started on first use, shared by every extraction made while
-    the `with` block is open (e.g. all subsets of a data set), stopped at its end. One worker: no processes."""
+    the `with` block is open (e.g. all subsets of a data set), stopped at its end. One worker, or 8 clips or
+    fewer: no processes. Either way BLAS runs on one thread, so the features are the same bit for bit."""
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
@@ -177,7 +184,7 @@ class FeaturePool:
 
     def map(self, fn, jobs: Sequence, chunksize: int):
         if self.workers == 1 or len(jobs) <= 8:
-            return map(fn, jobs)
+            return _in_this_process(fn, jobs)
         if self._executor is None:
             self._executor = ProcessPoolExecutor(self.workers, initializer=_one_thread_per_worker)
         return self._executor.map(fn, jobs, chunksize=chunksize)

@@ -191,3 +191,23 @@ def test_cache_key_follows_the_config_and_the_file_mtime(tmp_path):
     st = os.stat(clips[0].audio_path)
     os.utime(clips[0].audio_path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert features_mod.cache_key(clips, CFG) != key
+
+
+def test_one_pool_serves_every_extraction_of_its_block_and_equals_one_process(tmp_path):
+    from kdsed.features import FeaturePool, extract
+
+    clips = write_clips(tmp_path / "audio", {f"{i}.wav": 1.0 + i / 4 for i in range(12)})
+    alone = extract(clips, CFG, workers=1, progress=False)
+    with FeaturePool(2) as pool:
+        first = extract(clips[:10], CFG, pool=pool, progress=False)
+        executor = pool._executor
+        second = extract(clips[2:], CFG, pool=pool, progress=False)
+        assert executor is not None and pool._executor is executor  # started once, for both
+        assert len({p.pid for p in executor._processes.values()}) == 2
+    assert pool._executor is None  # stopped at the end of the block
+    np.testing.assert_array_equal(first.features, alone.features[:10])
+    np.testing.assert_array_equal(second.features, alone.features[2:])
+    np.testing.assert_array_equal(second.n_frames, alone.n_frames[2:])
+    with FeaturePool(2) as pool:
+        extract(clips[:8], CFG, pool=pool, progress=False)  # 8 clips or fewer: no processes
+        assert pool._executor is None
