@@ -20,6 +20,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TextIO
 
+import torch
 
 from kdsed import distill, schema, stages
 from kdsed.atomic import write_text_atomic
@@ -148,8 +149,27 @@ def summarize_seeds(out_dir: Path) -> str:
     if not folders:
         raise FileNotFoundError(f"{out_dir}: no seed-<i>/{schema.RESULTS_JSON} of a finished seed")
     runs = [[StageReport(**r) for r in json.loads((f / schema.RESULTS_JSON).read_text())] for f in folders]
-    seeds = [load_yaml(SweepConfig, f / schema.CONFIG_FILE).train.seed for f in folders]
-    return seeds_markdown(runs, seeds)
+    cfgs = [load_yaml(SweepConfig, f / schema.CONFIG_FILE) for f in folders]
+    seeds = [c.train.seed for c in cfgs]
+    return f"{seeds_markdown(runs, seeds)}\n## Best epoch of each unit\n\n{best_epoch_table(folders, cfgs)}"
+
+
+def best_epoch_table(folders: list[Path], cfgs: list[ExperimentConfig]) -> str:
+    """Each unit's best epoch (lowest validation loss, the weights kept) against its epoch budget, seed by seed,
+    from the checkpoints of finished seeds: a best epoch at the budget means it stopped while still improving."""
+    passes = cfgs[0].distill.passes
+    specs = [*stages.first_units(cfgs[0], hidden_labels=True), *stages.baseline_second_stage(cfgs[0]),
+             *(u for k in range(1, passes + 1) for u in stages.pass_units(cfgs[0], k))]
+    head = ["unit", "epochs", *(f"seed {c.train.seed}" for c in cfgs), "best at the last epoch"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for spec in specs:
+        paths = [f / schema.CHECKPOINTS / spec.name / "model.pt" for f in folders]
+        if not all(p.is_file() for p in paths):
+            continue
+        best = [torch.load(p, map_location="cpu", weights_only=True)["best_epoch"] for p in paths]
+        at_end = sum(b == spec.train.epochs for b in best)
+        lines.append(f"| {spec.name} | {spec.train.epochs} | {' | '.join(map(str, best))} | {at_end} of {len(best)} |")
+    return "\n".join(lines) + "\n"
 
 
 def seeds_markdown(runs: list[list[StageReport]], seeds: list[int]) -> str:

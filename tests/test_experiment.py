@@ -83,6 +83,10 @@ def test_concurrent_seeds_give_what_each_seed_gives_alone_on_the_same_threads(tm
         return [(r.stage, r.val, r.eval, r.detection, r.comparisons, r.kd_topline_ratio) for r in reports]
 
     assert scores(runs[1]) == scores(alone)
+    from kdsed.experiment import summarize_seeds
+
+    best = summarize_seeds(tmp_path / "seeds").split("## Best epoch of each unit")[1]
+    assert "\n| tagging | 2 | " in best and "\n| pass-2/shallow-median | 2 | " in best and best.count("of 2 |") == 8
     assert [r.val for r in runs[0]] != [r.val for r in runs[1]]  # the seeds differ
 
 
@@ -104,5 +108,7 @@ def test_summarize_rebuilds_the_tables_of_the_finished_seeds(tmp_path, capsys):
     (tmp_path / "seed-2").mkdir()
     assert main(["--summarize", str(tmp_path)]) == 0
     seeds = [cfg.train.seed, cfg.train.seed + 1]
-    assert capsys.readouterr().out == seeds_markdown(runs[:2], seeds) + "\n"
+    out = capsys.readouterr().out
+    assert out.startswith(seeds_markdown(runs[:2], seeds) + "\n## Best epoch of each unit\n")
+    assert out.endswith("| unit | epochs | seed 0 | seed 1 | best at the last epoch |\n|---|---|---|---|---|\n\n")  # no checkpoints
     assert "| target | seed 0 | seed 1 | met in |" in seeds_markdown(runs[:2], seeds)
