@@ -36,6 +36,10 @@ from kdsed.safety import OutputError, check_output, has_marker, mark_created
 from kdsed.train import epoch_printer
 
 
+#: Each unit's epochs (`EpochLog` as JSON) in its checkpoint folder.
+LEARNING_CURVE_FILE = "learning_curve.json"
+
+
 def run_experiment(cfg: ExperimentConfig, out_dir: Path | str, *, data: PreparedData | None = None) -> list[StageReport]:
     """Baseline, tagging and every distillation pass, serially; results and pseudo-labels under `out_dir`."""
     out = Path(out_dir)
@@ -180,10 +184,13 @@ def seeds_markdown(runs: list[list[StageReport]], seeds: list[int]) -> str:
 
 def _train(spec: stages.UnitSpec, cfg: ExperimentConfig, data: PreparedData, out: Path, **targets) -> distill.TrainedUnit:
     train_set = stages.training_set(spec, data, cfg.distill, **targets)
-    return distill.train_unit(spec.name, spec.model, spec.train, train_set, data,
-                              on_epoch=epoch_printer(spec.name, spec.train.epochs),
-                              checkpoint_dir=out / schema.CHECKPOINTS / spec.name,
+    folder = out / schema.CHECKPOINTS / spec.name
+    unit = distill.train_unit(spec.name, spec.model, spec.train, train_set, data,
+                              on_epoch=epoch_printer(spec.name, spec.train.epochs), checkpoint_dir=folder,
                               val=stages.validation_set(spec, data))
+    # The learning curve beside the weights: train / validation loss and clips/s of every epoch run.
+    write_text_atomic(folder / LEARNING_CURVE_FILE, json.dumps([asdict(e) for e in unit.result.history], indent=1))
+    return unit
 
 
 def _score(stage: str, units: dict[str, distill.TrainedUnit], cfg: ExperimentConfig, data: PreparedData,

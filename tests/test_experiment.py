@@ -63,6 +63,8 @@ def test_with_threads_sets_both_trainings():
 def test_concurrent_seeds_give_what_each_seed_gives_alone_on_the_same_threads(tmp_path):
     """Two seeds in two processes (1 thread each) give, seed by seed, the reports of that seed run here alone
     on 1 thread: the same stages, F1s, intervals and PSDS, to the last digit (same machine, same threads)."""
+    import json
+
     import torch
 
     from kdsed.config import SweepConfig, load_yaml, from_dict, to_dict
@@ -86,6 +88,8 @@ def test_concurrent_seeds_give_what_each_seed_gives_alone_on_the_same_threads(tm
     from kdsed.experiment import summarize_seeds
 
     best = summarize_seeds(tmp_path / "seeds").split("## Best epoch of each unit")[1]
+    curve = json.loads((tmp_path / "alone" / "checkpoints" / "tagging" / "learning_curve.json").read_text())
+    assert [e["epoch"] for e in curve] == [1, 2] and all(e["val_loss"] > 0 for e in curve)
     assert "\n| tagging | 2 | " in best and "\n| pass-2/shallow-median | 2 | " in best and best.count("of 2 |") == 8
     assert [r.val for r in runs[0]] != [r.val for r in runs[1]]  # the seeds differ
 
