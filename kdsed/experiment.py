@@ -123,8 +123,6 @@ def with_threads(cfg: ExperimentConfig, threads: int) -> ExperimentConfig:
 
 def _run_one_seed(cfg: ExperimentConfig, out: Path, seed: int) -> list[StageReport]:
     """One seed in a worker process: its torch threads as `cfg` says, its lines prefixed `[seed N]`."""
-    import torch
-
     torch.set_num_threads(cfg.train.num_threads or torch.get_num_threads())
     sys.stderr = PrefixedLines(sys.stderr, f"[seed {seed}] ")
     return run_experiment(cfg, out, data=prepare_data(cfg.data, cfg.features, progress=False))
@@ -167,7 +165,7 @@ def best_epoch_table(folders: list[Path], cfgs: list[ExperimentConfig]) -> str:
     head = ["unit", "epochs", *(f"seed {c.train.seed}" for c in cfgs), "best at the last epoch"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for spec in specs:
-        paths = [f / schema.CHECKPOINTS / spec.name / "model.pt" for f in folders]
+        paths = [f / schema.CHECKPOINTS / spec.name / schema.CHECKPOINT_FILE for f in folders]
         if not all(p.is_file() for p in paths):
             continue
         best = [torch.load(p, map_location="cpu", weights_only=True)["best_epoch"] for p in paths]
