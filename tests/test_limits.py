@@ -63,6 +63,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # ---- bundles ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # ~9 s: it writes a zip that inflates to gigabytes
 def test_weights_that_inflate_are_refused_before_inflating(bundle: Path, tmp_path: Path) -> None:
     crafted = Path(shutil.copytree(bundle, tmp_path / "crafted"))
     weights = inflating_weights(tmp_path / "inflating.pt")

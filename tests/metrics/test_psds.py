@@ -103,6 +103,7 @@ def _psds_eval(scores: FrameScores, reference, thresholds):
     return evaluator
 
 
+@pytest.mark.slow  # ~10 s: the slowest test of the fast lane
 def test_psds1_agrees_with_psds_eval_given_every_threshold_and_exceeds_its_50_threshold_approximation(psds_eval):
     scores, reference = synthetic(3, levels=20)  # 21 distinct scores: every operating point is one threshold
     gt, frames, durations = P.ground_truth(reference, scores.filenames), scores.to_sed_scores(), scores.durations_s()
