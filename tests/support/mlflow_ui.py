@@ -114,7 +114,8 @@ def capture_ui(url: str, out_dir: Path, *, experiment: str = "kdsed", pass_index
 
     Pages: `experiments` (list), `runs` (the sweep's run tree expanded down to pass `pass_index`),
     `compare` (that pass's variant runs side by side, per-class eval F1 rows in view), `models` (registry list),
-    `registry` (the page of `kdsed-<class_name>`).
+    `registry` (the page of `kdsed-<class_name>`), `lineage` (the overview of the run its champion came from,
+    reached by the link on the champion version's page).
     """
     from playwright.sync_api import sync_playwright
 
@@ -173,6 +174,14 @@ def capture_ui(url: str, out_dir: Path, *, experiment: str = "kdsed", pass_index
         page.goto(f"{url}/#/models/kdsed-{class_name}")
         page.get_by_text("champion").first.wait_for(state="visible")
         shot("registry", f"kdsed-{class_name}")
+
+        # Lineage, as a person walks it: the champion's version page, its source run (the pass that
+        # registered it), that run's overview, where the pseudo-labels it trained on are listed.
+        champion = _api(url, "registered-models/alias", {"name": f"kdsed-{class_name}", "alias": "champion"})
+        page.goto(f"{url}/#/models/kdsed-{class_name}/versions/{champion['model_version']['version']}")
+        page.locator(f"a[href*='/runs/{champion['model_version']['run_id']}']").first.click()
+        page.get_by_role("tab", name="Overview").first.click()
+        shot("lineage", "Datasets")
         browser.close()
     return findings
 

@@ -2,8 +2,8 @@
 
 `mlflow server` is started on loopback against the sweep's sqlite store; Playwright drives Debian's
 Chromium (`/usr/bin/chromium`, installed by `.ci/run`) through the pages a user would open: the
-experiment list, the runs of pass 2, the comparison of its variants, the model registry and one
-class's registered model. Screenshots go to `$KDSED_SCREENSHOTS` when set (else the test's tmp dir).
+experiment list, the runs of pass 2, the comparison of its variants, the model registry, one class's
+registered model, and from its champion the run and the pseudo-labels it came from. Screenshots go to `$KDSED_SCREENSHOTS` when set (else the test's tmp dir).
 """
 
 from __future__ import annotations
@@ -70,11 +70,27 @@ def test_registry_lists_every_class_and_shows_champion(ui):
     assert "@ champion" in registry and "@ pass-2" in registry and "@ pass-1" in registry
 
 
+def test_a_champion_links_to_the_run_that_made_it_and_the_pseudo_labels_it_trained_on(ui, finished_sweep):
+    """The lineage walk of docs/mlflow.md: kdsed-Dog's champion version -> its source run (pass 2) -> the
+    Parquet pseudo-labels of pass 1, listed on that run's overview with their digest, as training data."""
+    from mlflow import MlflowClient
+
+    findings, _ = ui
+    tmp, _, _ = finished_sweep
+    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    champion = client.get_model_version_by_alias(f"{REGISTERED_MODEL_PREFIX}Dog", "champion")
+    run = client.get_run(champion.run_id)
+    [trained_on] = [i.dataset for i in run.inputs.dataset_inputs if i.dataset.name == "pseudo_labels/pass-1"]
+    page = findings.text["lineage"]
+    assert run.info.run_name == "pass-2" and "\npass-2\n" in page
+    assert f"pseudo_labels/pass-1 ({trained_on.digest})" in page and "Training" in page
+
+
 def test_screenshots_are_real_pictures(ui):
     import matplotlib.image
 
     findings, _ = ui
-    assert set(findings.screenshots) == {"experiments", "runs", "compare", "models", "registry"}
+    assert set(findings.screenshots) == {"experiments", "runs", "compare", "models", "registry", "lineage"}
     for name, path in findings.screenshots.items():
         pixels = matplotlib.image.imread(path)
         assert pixels.shape[0] >= 600 and pixels.shape[1] >= 1200, (name, pixels.shape)
