@@ -114,7 +114,7 @@ def capture_ui(url: str, out_dir: Path, *, experiment: str = "kdsed", pass_index
 
     Pages: `experiments` (list), `runs` (the sweep's run tree expanded down to pass `pass_index`),
     `compare` (that pass's variant runs side by side, per-class eval F1 rows in view), `models` (registry list),
-    `registry` (the page of `kdsed-<class_name>`), `lineage` (the overview of the run its champion came from,
+    `registry` (the page of `kdsed-<class_name>`), `loss_curves` (the charts of one of that pass's unit runs), `lineage` (the overview of the run its champion came from,
     reached by the link on the champion version's page).
     """
     from playwright.sync_api import sync_playwright
@@ -174,6 +174,13 @@ def capture_ui(url: str, out_dir: Path, *, experiment: str = "kdsed", pass_index
         page.goto(f"{url}/#/models/kdsed-{class_name}")
         page.get_by_text("champion").first.wait_for(state="visible")
         shot("registry", f"kdsed-{class_name}")
+
+        # A unit's loss curves, logged epoch by epoch while it trained: its run's "Model metrics" tab.
+        unit = next(r for r in runs if "/" in r["info"]["run_name"])
+        page.goto(f"{url}/#/experiments/{experiment_id}/runs/{unit['info']['run_id']}")
+        page.get_by_role("tab", name="Model metrics").first.click()
+        page.get_by_placeholder("Search metric charts").fill("loss")
+        shot("loss_curves", "val_loss")
 
         # Lineage, as a person walks it: the champion's version page, its source run (the pass that
         # registered it), that run's overview, where the pseudo-labels it trained on are listed.

@@ -86,11 +86,20 @@ def test_a_champion_links_to_the_run_that_made_it_and_the_pseudo_labels_it_train
     assert f"pseudo_labels/pass-1 ({trained_on.digest})" in page and "Training" in page
 
 
+def test_a_units_loss_curves_are_charts_of_every_epoch(ui):
+    """The per-epoch step metrics the units log while they train (issue 13) are drawn as charts in the UI."""
+    findings, _ = ui
+    lines = findings.text["loss_curves"].splitlines()
+    assert "train_loss" in lines and "val_loss" in lines  # the charts found by typing "loss" in the chart search
+    assert lines.count("Step") == 2  # both drawn against the epoch (MLflow's step), not as a single value
+
+
 def test_screenshots_are_real_pictures(ui):
     import matplotlib.image
 
     findings, _ = ui
-    assert set(findings.screenshots) == {"experiments", "runs", "compare", "models", "registry", "lineage"}
+    assert set(findings.screenshots) == {"experiments", "runs", "compare", "models", "registry", "loss_curves",
+                                       "lineage"}
     for name, path in findings.screenshots.items():
         pixels = matplotlib.image.imread(path)
         assert pixels.shape[0] >= 600 and pixels.shape[1] >= 1200, (name, pixels.shape)
