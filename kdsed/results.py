@@ -215,8 +215,13 @@ def _by_stage(run: Sequence[StageReport]) -> dict[str, StageReport]:
     return {r.stage: r for r in run}
 
 
+def _pass_title(k: int) -> str:
+    return schema.stage_title(schema.pass_stage(k))
+
+
 def _last_pass(stages: dict[str, StageReport]) -> StageReport:
-    return stages[max((s for s in stages if s.startswith("pass ")), key=lambda s: int(s.split()[1]))]
+    k = max(schema.pass_index(s.replace(" ", "-")) or 0 for s in stages)
+    return stages[_pass_title(k)]
 
 
 def _macro(r: StageReport | None) -> float | None:
@@ -243,13 +248,14 @@ def _target_topline(stages: dict[str, StageReport]) -> tuple[str, bool]:
 
 
 def _target_pass1(stages: dict[str, StageReport]) -> tuple[str, bool]:
-    diff = stages["pass 1"].comparisons.get(schema.VS_PREVIOUS) if "pass 1" in stages else None
+    first = stages.get(_pass_title(1))
+    diff = first.comparisons.get(schema.VS_PREVIOUS) if first else None
     return ("n/a", False) if diff is None else (_difference_cell(diff), diff["point"] >= 0)
 
 
 def _target_pseudo(stages: dict[str, StageReport]) -> tuple[str, bool]:
-    f1s = [stages[f"pass {k}"].pseudo["macro"]["f_measure"] for k in (1, 2, 3)
-           if f"pass {k}" in stages and stages[f"pass {k}"].pseudo]
+    passes = [stages.get(_pass_title(k)) for k in (1, 2, 3)]
+    f1s = [r.pseudo["macro"]["f_measure"] for r in passes if r is not None and r.pseudo]
     if len(f1s) < 3:
         return "n/a", False
     return " → ".join(percent(x) for x in f1s), f1s[0] < f1s[1] < f1s[2]
