@@ -7,8 +7,8 @@ Only what one machine and this test environment force is changed; every change i
 - installation: the node's `~/venv` links to the Python environment running the test
   instead of being created and filled by pip, and `PYTHONPATH=~/kdsed` makes the copy that
   `file_mounts` synced the code that runs (every other setup command runs as written);
-- ports: each `--...-port=N` of a `ray start` gets a free port per node (two nodes on one
-  machine cannot share them), the worker joins the head's port, MLflow's 5000 becomes a free
+- ports: each `--...-port=N` of a `ray start` gets a free port per node (two nodes in one
+  network namespace cannot share them), the worker joins the head's port, MLflow's 5000 becomes a free
   port; Ray's dashboard and agent ports, fixed defaults that collide, get free ones too;
 - resources: one CPU and 200 MB of object store per node (two 1-CPU machines): a pass's two
   variants then need both nodes. No dashboard (this environment lacks `ray[default]`).
@@ -47,8 +47,9 @@ def _ray_start_extra(head: bool, worker_ip: str) -> str:
              f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
              "--disable-usage-stats"]
     if not head:
-        # Ray would register the worker under the host's address, like the head; the autoscaler
-        # then never hears from 127.0.0.2, the node it launched, and restarts it.
+        # Ray would register the worker as 127.0.0.1, like the head (in the test's loopback-only
+        # network it finds no route out and falls back to it); the autoscaler then never hears
+        # from 127.0.0.2, the node it launched, and restarts it.
         extra.append(f"--node-ip-address={worker_ip}")
     if head:
         extra += ["--include-dashboard=false", f"--dashboard-port={free_port()}"]

@@ -1,11 +1,15 @@
 """Pretend machines for `ray up`: one OpenSSH server per loopback address, each a node of its own.
 
-    nodes = start_ssh_nodes(root, ["127.0.0.1", "127.0.0.2"])   # raises SshUnavailable to skip
-    ...  # `ray up` a local-provider config with head_ip 127.0.0.1, worker_ips [127.0.0.2]
+    net = LoopbackNetwork.start()                # the nodes' network: loopback only
+    nodes = start_ssh_nodes(root, ["127.0.0.1", "127.0.0.2"], ["head", "worker"], net)  # SshUnavailable: skip
+    ...  # `ray up` (run as net.command([...])) a local-provider config with head_ip 127.0.0.1
     stop_ssh_nodes(nodes)
 
 What makes each address look like a machine of its own to Ray's cluster launcher:
 
+- a network of loopback only: every node lives in one network namespace whose only interface
+  is `lo` (tests/support/loopback_net.py), and whatever talks to the nodes runs there too
+  (`net.command`, `net.entered`); port 22 is free there whatever this machine runs;
 - its own sshd, listening on ADDRESS:22 only (the launcher has no SSH port setting), with a
   host key, an authorized key and a config in `root`: nothing under /etc/ssh is used;
 - its own home and temporary folder: sshd sets HOME and RAY_TMPDIR for every session, so
@@ -23,12 +27,13 @@ What makes each address look like a machine of its own to Ray's cluster launcher
   same happens when the test process dies, even by SIGKILL (PR_SET_PDEATHSIG, as in
   tests/support/ray_cluster.py).
 
-Ray still binds its own ports on every interface (it has no bind address); `ray start`
-registers both nodes under the host's address (see ray_cluster.py), while the launcher and
-the autoscaler reach them over SSH at 127.0.0.1 and 127.0.0.2.
+Ray binds its own ports on every interface (it has no bind address): in the namespace that is
+loopback alone. There the head registers as 127.0.0.1 (Ray finds no route out and falls back
+to it) and the worker as 127.0.0.2 (`--node-ip-address`), the addresses the launcher and the
+autoscaler reach them at over SSH.
 
-Needs root (sshd logs in users only as root; `unshare --pid` needs CAP_SYS_ADMIN), Debian's
-openssh-server and rsync (tests/install-sshd.sh), and port 22 free on the addresses.
+Needs root (sshd logs in users only as root; `unshare --pid` and `--net` need CAP_SYS_ADMIN),
+Debian's openssh-server and rsync (tests/install-sshd.sh), and iproute2's `ip`.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from support.loopback_net import LoopbackNetwork
 
 SSHD = "/usr/sbin/sshd"
 SSH_PORT = 22  # what Ray's SSH command runner always uses
@@ -83,7 +90,7 @@ def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kwargs)
 
 
-def check_ssh_nodes_possible(ips: list[str]) -> None:
+def check_ssh_nodes_possible(ips: list[str], net: LoopbackNetwork) -> None:
     """Raise SshUnavailable, with the reason, where the pretend nodes cannot run here."""
     if os.geteuid() != 0:
         raise SshUnavailable("needs root: sshd logs a user in only when it runs as root, "
@@ -100,11 +107,11 @@ def check_ssh_nodes_possible(ips: list[str]) -> None:
         raise SshUnavailable(f"cannot create a PID namespace (`unshare --pid --fork --mount-proc`: "
                              f"{probe.stderr.strip()}); without one `ray stop` would kill every Ray "
                              "process on this machine")
-    for ip in ips:
-        with socket.socket() as sock:
-            if sock.connect_ex((ip, SSH_PORT)) == 0:
-                raise SshUnavailable(f"something already listens on {ip}:{SSH_PORT}, "
-                                     "the only port Ray's cluster launcher connects to")
+    with net.entered():
+        taken = [ip for ip in ips if _listening(ip)]
+    if taken:  # a fresh namespace has no listener: only if `net` is not fresh
+        raise SshUnavailable(f"something already listens on {taken[0]}:{SSH_PORT} in the test's network, "
+                             "the only port Ray's cluster launcher connects to")
 
 
 def _keygen(path: Path) -> Path:
@@ -149,20 +156,25 @@ def _sshd_pid(unshare_pid: int) -> int:
     return int(children[0])
 
 
-def ssh_command(root: Path, ip: str, command: str) -> list[str]:
-    """`ssh` argv that runs `command` on the node at `ip` with the throw-away key."""
-    return ["ssh", "-i", str(client_key(root)), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+def _listening(ip: str) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((ip, SSH_PORT)) == 0
+
+
+def ssh_command(root: Path, ip: str, command: str, net: LoopbackNetwork) -> list[str]:
+    """`ssh` argv that runs `command` on the node at `ip` with the throw-away key, from inside `net`."""
+    return net.command(["ssh", "-i", str(client_key(root)), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", f"{getpass.getuser()}@{ip}", command]
+            "-o", "LogLevel=ERROR", f"{getpass.getuser()}@{ip}", command])
 
 
-def _wait_ready(root: Path, node: SshNode, timeout_s: float) -> None:
+def _wait_ready(root: Path, node: SshNode, net: LoopbackNetwork, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if node.process.poll() is not None:
             raise SshUnavailable(f"sshd on {node.ip} exited with code {node.process.returncode}: "
                                  f"{node.log_path.read_text(errors='replace')[-2000:]}")
-        out = _run(ssh_command(root, node.ip, "echo $HOME"))
+        out = _run(ssh_command(root, node.ip, "echo $HOME", net))
         if out.returncode == 0 and out.stdout.strip() == str(node.home):
             return
         time.sleep(0.3)
@@ -170,9 +182,10 @@ def _wait_ready(root: Path, node: SshNode, timeout_s: float) -> None:
                          f"{node.log_path.read_text(errors='replace')[-2000:]}")
 
 
-def start_ssh_nodes(root: Path, ips: list[str], names: list[str], timeout_s: float = 30.0) -> list[SshNode]:
-    """Start one sshd per address (in `root`); the first node named `names[0]`, and so on."""
-    check_ssh_nodes_possible(ips)
+def start_ssh_nodes(root: Path, ips: list[str], names: list[str], net: LoopbackNetwork,
+                    timeout_s: float = 30.0) -> list[SshNode]:
+    """Start one sshd per address of `net` (files in `root`); the first node named `names[0]`, and so on."""
+    check_ssh_nodes_possible(ips, net)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # Debian's sshd insists on its privsep dir
     _keygen(root / "host_key")
     shutil.copyfile(f"{_keygen(client_key(root))}.pub", root / "authorized_keys")
@@ -187,13 +200,13 @@ def start_ssh_nodes(root: Path, ips: list[str], names: list[str], timeout_s: flo
             client_config.write_text(f"Host *\n    IdentityFile {home / 'ray_bootstrap_key.pem'}\n")
             log_path = root / name / "sshd.log"
             with open(log_path, "wb") as log:
-                process = subprocess.Popen(
-                    ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL", "sh", "-c",
-                     _IN_NAMESPACE, "sh", str(client_config), SSH_CLIENT_CONFIG, SSHD, str(config)],
+                process = subprocess.Popen(  # nsenter execs unshare: process.pid is unshare's
+                    net.command(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL", "sh", "-c",
+                                 _IN_NAMESPACE, "sh", str(client_config), SSH_CLIENT_CONFIG, SSHD, str(config)]),
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True, preexec_fn=_die_with_parent)
             nodes.append(SshNode(name, ip, home, tmp, log_path, process))
-            _wait_ready(root, nodes[-1], timeout_s)
+            _wait_ready(root, nodes[-1], net, timeout_s)
     except BaseException:
         stop_ssh_nodes(nodes)
         raise

@@ -1,7 +1,10 @@
 """`ray up` for real: cluster-local.yaml launched end to end on two pretend machines of this one.
 
 The head is 127.0.0.1, the worker 127.0.0.2: each an SSH server of its own in its own PID
-namespace with its own home (tests/support/ssh_nodes.py), so Ray's cluster launcher does
+namespace with its own home (tests/support/ssh_nodes.py), both in a network namespace whose
+only interface is loopback (tests/support/loopback_net.py; the launcher, `ray exec`, the
+MLflow checks and the pull run there too), so nothing of the cluster listens beyond loopback
+whatever Ray binds, and Ray's cluster launcher does
 what it does on real machines: SSH, rsync of file_mounts, setup commands, `ray start`, the
 head's autoscaler starting the worker over SSH, `ray exec`, `ray down`. The config is
 cluster-local.yaml with only the changes tests/support/launcher_config.py lists (addresses,
@@ -12,13 +15,14 @@ registered models on the server, `kdsed.registry pull` over HTTP and predictions
 bundle), MLflow stopped, `ray down -y` and `ray stop` on the worker over SSH (`ray down` of
 the local provider stops the head only), no process of the cluster left.
 
-Skips, saying why, where sshd, rsync, root or PID namespaces are missing (tests/install-sshd.sh
-installs the packages). Prints each step's time; docs/cluster.md quotes them.
+Skips, saying why, where sshd, rsync, root, PID or network namespaces are missing
+(tests/install-sshd.sh installs the packages). Prints each step's time; docs/cluster.md quotes them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
@@ -34,6 +38,7 @@ import pytest
 import yaml
 
 from support.launcher_config import loopback_config
+from support.loopback_net import LoopbackNetwork, NetworkUnavailable
 from support.ssh_nodes import (SshNode, SshUnavailable, client_key, namespace_processes, ssh_command,
                                start_ssh_nodes, stop_ssh_nodes)
 
@@ -61,6 +66,7 @@ class Cluster:
     config: dict
     ports: dict[str, int]
     nodes: dict[str, SshNode]
+    net: LoopbackNetwork
     env: dict[str, str] = field(repr=False)
     times_s: dict[str, float] = field(default_factory=dict)
     down: bool = False
@@ -68,8 +74,8 @@ class Cluster:
     def ray(self, step: str, *args: str, timeout_s: float) -> subprocess.CompletedProcess:
         """Run the `ray` command line on this cluster's config; output kept in root/<step>.log."""
         started = time.monotonic()
-        out = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", *args], cwd=REPO, env=self.env,
-                             capture_output=True, text=True, timeout=timeout_s)
+        out = subprocess.run(self.net.command([sys.executable, "-m", "ray.scripts.scripts", *args]), cwd=REPO,
+                             env=self.env, capture_output=True, text=True, timeout=timeout_s)
         self.times_s[step] = self.times_s.get(step, 0.0) + time.monotonic() - started
         with open(self.root / f"{step}.log", "a") as log:
             log.write(f"$ ray {' '.join(args)}\n{out.stdout}\n{out.stderr}\nexit {out.returncode}\n")
@@ -101,9 +107,13 @@ def _remove_what_the_test_created(cluster: Cluster) -> None:
 def cluster():
     """Two pretend machines and the test copy of cluster-local.yaml; torn down however the test ends."""
     root = Path(tempfile.mkdtemp(prefix="kdsed-up-"))  # short: Ray's socket paths live under it
+    net = None
     try:
-        nodes = start_ssh_nodes(root, [HEAD_IP, WORKER_IP], ["head", "worker"])
-    except SshUnavailable as err:
+        net = LoopbackNetwork.start()
+        nodes = start_ssh_nodes(root, [HEAD_IP, WORKER_IP], ["head", "worker"], net)
+    except (NetworkUnavailable, SshUnavailable) as err:
+        if net is not None:
+            net.stop()
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"cannot run `ray up` on loopback SSH nodes here: {err}")
     config, ports = loopback_config(client_key(root), HEAD_IP, WORKER_IP)
@@ -113,7 +123,7 @@ def cluster():
     launcher.mkdir()
     env = {**os.environ, "RAY_TMPDIR": str(launcher), "TMPDIR": str(launcher), "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    cluster = Cluster(root, config_path, config, ports, {n.name: n for n in nodes}, env)
+    cluster = Cluster(root, config_path, config, ports, {n.name: n for n in nodes}, net, env)
     try:
         yield cluster
     finally:
@@ -121,6 +131,7 @@ def cluster():
             cluster.exec("cleanup", STOP_MLFLOW, timeout_s=120)
             cluster.ray("cleanup", "down", "-y", str(config_path), timeout_s=300)
         stop_ssh_nodes(nodes)  # kills whatever is left in the nodes' namespaces
+        net.stop()
         _remove_what_the_test_created(cluster)
 
 
@@ -163,7 +174,7 @@ def _wait_until_empty(nodes: list[SshNode], timeout_s: float) -> dict[str, list[
         time.sleep(1)
 
 
-def _check_mlflow_server(uri: str, sweep_id: str) -> int:
+def _check_mlflow_server(net: LoopbackNetwork, uri: str) -> int:
     """The server lists the sweep's finished runs and the 10 registered models; returns the run count."""
     from mlflow import MlflowClient
 
@@ -171,16 +182,34 @@ def _check_mlflow_server(uri: str, sweep_id: str) -> int:
     from kdsed.constants import CLASSES
     from kdsed.registry import registered_model_name
 
-    client = MlflowClient(uri, registry_uri=uri)
-    experiment = client.get_experiment_by_name(schema.MLFLOW_EXPERIMENT)
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    with net.entered():  # the server listens on the head's loopback, inside the test's network
+        client = MlflowClient(uri, registry_uri=uri)
+        experiment = client.get_experiment_by_name(schema.MLFLOW_EXPERIMENT)
+        runs = client.search_runs([experiment.experiment_id], max_results=1000)
+        models = {m.name for m in client.search_registered_models(max_results=100)}
+        champions = [client.get_model_version_by_alias(registered_model_name(c), schema.CHAMPION_ALIAS)
+                     for c in CLASSES]
     assert runs and all(run.info.status == "FINISHED" for run in runs)
-    models = {m.name for m in client.search_registered_models(max_results=100)}
     assert models == {registered_model_name(c) for c in CLASSES}
-    for c in CLASSES:
-        champion = client.get_model_version_by_alias(registered_model_name(c), schema.CHAMPION_ALIAS)
-        assert champion.tags[schema.VERSION_PASS] == "2"
+    assert all(champion.tags[schema.VERSION_PASS] == "2" for champion in champions)
     return len(runs)
+
+
+def _check_loopback_only(cluster: Cluster) -> list[tuple[str, int]]:
+    """The cluster's servers listen in a network with only loopback: its listeners, checked."""
+    assert cluster.net.interfaces() == ["lo"]
+    listening = cluster.net.listeners()
+    ports = {port for _, port in listening}
+    assert {cluster.ports["gcs"], cluster.ports["mlflow"], 22} <= ports, listening  # the cluster is in there
+    # Loopback (127/8, ::1, IPv4-mapped 127/8) or every interface (0.0.0.0, ::), which in there is loopback alone.
+    assert all(_loopback_or_any(address) for address, _ in listening), listening
+    return listening
+
+
+def _loopback_or_any(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    return ip.is_loopback or ip.is_unspecified
 
 
 def _pull_and_predict(cluster: Cluster, uri: str, storage: Path, sweep_id: str) -> None:
@@ -194,8 +223,8 @@ def _pull_and_predict(cluster: Cluster, uri: str, storage: Path, sweep_id: str) 
 
     out = cluster.root / "winners"
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "kdsed.registry", "pull", "--out", str(out), "--tracking-uri", uri],
-                   check=True, cwd=cluster.root, timeout=600)
+    subprocess.run(cluster.net.command([sys.executable, "-m", "kdsed.registry", "pull", "--out", str(out),
+                                        "--tracking-uri", uri]), check=True, cwd=cluster.root, timeout=600)
     cluster.times_s["registry pull"] = time.monotonic() - started
     assert set(load_bundle(out).classes) == set(CLASSES)
     # The synthetic set the sweep made on the head (its data.workdir is relative to ~/kdsed there).
@@ -242,7 +271,8 @@ def test_ray_up_sweep_pull_and_down(cluster: Cluster) -> None:
                            "pass-2__deep-none", "pass-2__shallow-median"}
     assert set().union(*placed.values()) == {"head", "worker"}, placed
 
-    runs = _check_mlflow_server(uri, state["sweep_id"])
+    listening = _check_loopback_only(cluster)
+    runs = _check_mlflow_server(cluster.net, uri)
     _pull_and_predict(cluster, uri, storage, state["sweep_id"])
 
     stop = cluster.exec("stop mlflow", STOP_MLFLOW, timeout_s=120)
@@ -251,8 +281,8 @@ def test_ray_up_sweep_pull_and_down(cluster: Cluster) -> None:
     cluster.down = True
     assert down.returncode == 0, cluster.failed("ray down")
     started = time.monotonic()
-    stop_worker = subprocess.run(ssh_command(cluster.root, WORKER_IP, STOP_WORKER_RAY), capture_output=True,
-                                 text=True, timeout=300)
+    stop_worker = subprocess.run(ssh_command(cluster.root, WORKER_IP, STOP_WORKER_RAY, cluster.net),
+                                 capture_output=True, text=True, timeout=300)
     assert stop_worker.returncode == 0, stop_worker.stderr
     cluster.times_s["ray stop on the worker"] = time.monotonic() - started
     started = time.monotonic()
@@ -262,4 +292,5 @@ def test_ray_up_sweep_pull_and_down(cluster: Cluster) -> None:
 
     where = {unit: "+".join(sorted(kinds_)) for unit, kinds_ in sorted(placed.items())}
     print(f"\nlauncher steps (s): {json.dumps({k: round(v, 1) for k, v in cluster.times_s.items()})}"
-          f"\nunits ran on: {json.dumps(where)}\nMLflow runs: {runs}")
+          f"\nunits ran on: {json.dumps(where)}\nMLflow runs: {runs}"
+          f"\nlistening in the loopback-only network: {len(listening)} sockets on {sorted({a for a, _ in listening})}")
