@@ -121,6 +121,9 @@ def _main(argv: list[str] | None) -> int:
           f"post-processing search {t['tuning']:.0f} s, MLflow {t['logging']:.0f} s)")
     print(f"compare runs:  mlflow ui --backend-store-uri {cfg.tracking.tracking_uri}   (parent run {summary.parent_run_id})")
     print(f"pull winners:  python -m kdsed.registry pull --out winners/ --tracking-uri {cfg.tracking.tracking_uri}")
+    # Here, not in Ray's atexit hook: a finished sweep relying on the hook once left a Ray Train controller
+    # running (parent init) after its raylet was gone.
+    _shutdown_ray()
     return 0
 
 
