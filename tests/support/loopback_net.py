@@ -74,7 +74,7 @@ class LoopbackNetwork:
         return f"/proc/{self.holder.pid}/ns/net"
 
     @classmethod
-    def start(cls) -> "LoopbackNetwork":
+    def start(cls) -> LoopbackNetwork:
         if os.geteuid() != 0:
             raise NetworkUnavailable("needs root to make a network namespace")
         missing = [tool for tool in ("unshare", "nsenter", "ip") if shutil.which(tool) is None]

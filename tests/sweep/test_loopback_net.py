@@ -5,9 +5,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-
 from support.loopback_net import LoopbackNetwork, NetworkUnavailable
 
 LISTEN = ("import socket, sys; s = socket.socket(); s.bind(('0.0.0.0', 0)); s.listen(); "
@@ -45,5 +45,5 @@ def test_a_server_on_every_interface_inside_is_reached_on_loopback_inside_only(n
 
 def _host_ports() -> set[int]:
     """The ports this machine listens on in its own network (this thread's, outside the namespace)."""
-    lines = open("/proc/thread-self/net/tcp").read().splitlines()[1:]
+    lines = Path("/proc/thread-self/net/tcp").read_text().splitlines()[1:]
     return {int(line.split()[1].split(":")[1], 16) for line in lines if line.split()[3] == "0A"}
