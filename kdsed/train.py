@@ -90,11 +90,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def distributed_rank() -> tuple[int, int]:
-    """(rank, world size) of this process in torch.distributed, (0, 1) when not distributed."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+@dataclass(frozen=True)
+class DataParallel:
+    """The processes that train one model together: this one's rank among them, their number, their
+    torch.distributed process group (None: the default group). World 1 (`ALONE`) trains without DDP."""
+
+    rank: int = 0
+    world: int = 1
+    group: object = None
+
+
+ALONE = DataParallel()
 
 
 def seed_everything(seed: int) -> None:
@@ -191,11 +197,13 @@ def train_variant(
     *,
     on_epoch: Callable[[EpochLog], None] | None = None,
     checkpoint_dir: Path | str | None = None,
+    parallel: DataParallel = ALONE,
 ) -> VariantResult:
     """Train one model with Adam and early stopping on validation loss; return the best weights.
 
-    Under torch.distributed (several processes), the model is wrapped in DDP and
-    every process trains on its share of each batch; only rank 0 writes checkpoints.
+    With `parallel` of world > 1 (processes of one torch.distributed group), the model is wrapped in DDP
+    and every process trains on its share of each batch; only rank 0 writes checkpoints. Other processes
+    of the same torch.distributed world (other units of a sweep's round) are not involved.
     """
     seed_everything(train_config.seed)
     if train_config.num_threads:
@@ -203,10 +211,11 @@ def train_variant(
     device = resolve_device(train_config.device)
     n_mels = train.features.features.shape[-1]
     model = build_model(model_config, n_mels=n_mels).to(device)
-    rank, world = distributed_rank()
+    rank, world = parallel.rank, parallel.world
     trained = model
     if world > 1:
-        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                      process_group=parallel.group)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate)
     scaler = grad_scaler(device, train_config.mixed_precision)
     train_b, val_b = _Batches(train, device), _Batches(validation, device)

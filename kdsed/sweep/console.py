@@ -42,14 +42,16 @@ _active: PassProgress | None = None
 
 @dataclass(frozen=True)
 class UnitEvent:
-    """What a unit's rank-0 worker tells the coordinator: an epoch done, or a retry of its worker group."""
+    """What a unit's lead worker tells the coordinator: an epoch done, a retry, the unit done or failed."""
 
     unit: str
-    kind: Literal["epoch", "retry"]
+    kind: Literal["epoch", "retry", "done", "failed"]
     epochs: int
     log: EpochLog | None = None
     attempt: int = 1
-    max_failures: int = 0  # of a retry: how many times Ray Train retries the worker group at most
+    max_failures: int = 0  # of a retry: how many times a failed unit is retried at most
+    metrics: dict | None = None  # of `done`: best epoch, clips/s, training time, node, attempt
+    error: str = ""  # of `failed`: the exception, in one line
 
 
 def configure(verbose: bool) -> None:
@@ -105,9 +107,11 @@ class PassProgress:
     def update(self, event: UnitEvent) -> None:
         """An event of a unit: redraw the block, or print its line."""
         if event.kind == "retry":
-            self.message(f"[{event.unit}] RETRY: attempt {event.attempt} (Ray Train retries a failed worker group up "
-                         f"to {event.max_failures} times); training again from scratch, seeded, so with the same result")
+            self.message(f"[{event.unit}] RETRY: attempt {event.attempt} (a failed unit is retried up to "
+                         f"{event.max_failures} times); training again from scratch, seeded, so with the same result")
             return
+        if event.kind in ("done", "failed"):
+            return  # the coordinator records the unit and calls `finish`
         self.epochs[event.unit] = event.epochs
         self.last[event.unit] = event.log
         if self.tty:

@@ -1,7 +1,7 @@
 """The coordinator: drives the passes on Ray, logs to MLflow, picks winners, broadcasts pseudo-labels.
 
 Per stage (baseline, tagging, pass-1 ... pass-N): train its units concurrently
-as Ray Train TorchTrainers, search post-processing with Ray Tune, score the
+as the ranks of one Ray Train TorchTrainer (`kdsed.sweep.workers.fit_round`), search post-processing with Ray Tune, score the
 stage with `kdsed.stages.score_stage` (the serial runner's function), write the
 next pseudo-labels as Parquet to the sweep storage, log everything to MLflow
 and register the per-class winners. State is saved after every unit and stage,
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -44,7 +45,7 @@ from kdsed.sweep.state import UnitRecord, open_state, sweep_key
 from kdsed.sweep.storage import Storage, file_lock
 from kdsed.sweep.tuning import tune_postprocessing
 from kdsed.sweep.units import StoredUnit, read_unit
-from kdsed.sweep.workers import Placement, ProgressChannel, fit_unit, plan_placement
+from kdsed.sweep.workers import Placement, ProgressChannel, fit_round, plan_placement, units_at_once
 from kdsed.topline import TOPLINE_SKIPPED_NOTE
 
 #: How often the coordinator reads the units' progress while they train (seconds).
@@ -192,7 +193,7 @@ class Coordinator:
             rc = self.cfg.ray
             placement = plan_placement(len(pending), rc.workers_per_variant, rc.use_gpu, rc.cpus_per_variant,
                                        rc.units_per_gpu)
-            log(f"training {', '.join(s.name for s in pending)} concurrently ({placement.describe()})")
+            log(f"training {', '.join(s.name for s in pending)} side by side in one TorchTrainer ({placement.describe()})")
             t0 = time.perf_counter()
             with console.PassProgress({s.name: s.train.epochs for s in pending}) as progress:
                 errors = self._fit_all(pending, placement, t0, progress)
@@ -204,29 +205,41 @@ class Coordinator:
 
     def _fit_all(self, specs: list[UnitSpec], placement: Placement, t0: float,
                  progress: console.PassProgress) -> list[str]:
-        """Fit the units concurrently, showing and logging their epochs, recording each as it finishes;
-        returns the failures."""
+        """Fit the units as one round (or as many as the cluster runs at once), showing and logging their
+        epochs, recording each as it finishes; returns the failures."""
         runs = self._open_unit_runs(specs)
-        fit = fit_unit.options(runtime_env=self._unit_runtime_env)
-        futures = {fit.remote(s, self._refs, self._settings(s, placement)): s for s in specs}
-        errors = []
-        while futures:
-            ready, _ = ray.wait(list(futures), num_returns=1, timeout=PROGRESS_POLL_S)
-            self._show_progress(progress, runs)
+        resources = ray.cluster_resources()
+        size = units_at_once(placement, resources.get("CPU", 1), resources.get("GPU", 0))
+        fit = fit_round.options(runtime_env=self._unit_runtime_env)
+        chunks = [specs[i:i + size] for i in range(0, len(specs), size)]
+        rounds = {fit.remote([(s, self.unit_folder(s)) for s in chunk], self._refs,
+                             self._settings(chunk, placement, part=k + 1 if len(chunks) > 1 else None)): chunk
+                  for k, chunk in enumerate(chunks)}
+        pending, errors = {s.name: s for s in specs}, []
+        while rounds:
+            ready, _ = ray.wait(list(rounds), num_returns=1, timeout=PROGRESS_POLL_S)
+            self._show_progress(progress, runs, pending, errors, t0)
             if not ready:
                 continue
-            spec = futures.pop(ready[0])
+            chunk = rounds.pop(ready[0])
             try:
-                metrics = ray.get(ready[0])
-            except Exception as e:  # keep what finished; report every failure at the end
-                errors.append(f"{spec.name}: {e}")
-                progress.finish(spec.name, "FAILED")
-                log(f"{spec.name} FAILED: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-                continue
-            progress.finish(spec.name, f"done, best epoch {metrics.get('best_epoch')}")
-            self._record_unit(spec, metrics, time.perf_counter() - t0)
-        self._show_progress(progress, runs)
+                ray.get(ready[0])
+            except Exception as e:  # the worker group failed beyond Ray Train's retries: its units not yet ended
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                for spec in chunk:
+                    if spec.name in pending:
+                        self._unit_failed(progress, pending.pop(spec.name), str(e), first, errors)
+            for spec in chunk:  # a round that returned without a unit's outcome (its lead never reported)
+                if spec.name in pending:
+                    self._unit_failed(progress, pending.pop(spec.name), "no outcome reported", "no outcome reported",
+                                      errors)
         return errors
+
+    def _unit_failed(self, progress: console.PassProgress, spec: UnitSpec, error: str, first_line: str,
+                     errors: list[str]) -> None:
+        errors.append(f"{spec.name}: {error}")
+        progress.finish(spec.name, "FAILED")
+        log(f"{spec.name} FAILED: {first_line}")
 
     def _open_unit_runs(self, specs: list[UnitSpec]) -> dict[str, str]:
         """Each unit's MLflow run (and its stage's), created as it starts, so the UI shows it training."""
@@ -239,12 +252,24 @@ class Coordinator:
         self.timings["logging"] += time.perf_counter() - t0
         return runs
 
-    def _show_progress(self, progress: console.PassProgress, runs: dict[str, str]) -> None:
-        """The units' new epochs: on the console, and as step metrics of their MLflow runs."""
+    def _show_progress(self, progress: console.PassProgress, runs: dict[str, str], pending: dict[str, UnitSpec],
+                       errors: list[str], t0: float) -> None:
+        """The units' new events: epochs on the console and as step metrics of their MLflow runs; a unit
+        done is recorded (and saved) at once, a failed one listed in `errors`."""
         for event in self._progress.drain():
-            progress.update(event)
+            if event.unit not in runs:  # a late event of an earlier round's failed worker group
+                continue
             if event.kind == "epoch":
+                progress.update(event)
                 self._steps.log(runs[event.unit], event.log)
+            elif event.kind == "retry":
+                progress.update(event)
+            elif event.unit in pending and event.kind == "done":
+                metrics = event.metrics or {}
+                progress.finish(event.unit, f"done, best epoch {metrics.get('best_epoch')}")
+                self._record_unit(pending.pop(event.unit), metrics, time.perf_counter() - t0)
+            elif event.unit in pending and event.kind == "failed":
+                self._unit_failed(progress, pending.pop(event.unit), event.error, event.error, errors)
 
     def _record_unit(self, spec: UnitSpec, metrics: dict[str, Any], wall_time_s: float) -> None:
         attempts = int(metrics.get("attempt", 1))
@@ -252,7 +277,7 @@ class Coordinator:
             self.unit_folder(spec), metrics.get("node", ""), int(metrics.get("best_epoch", 0)),
             float(metrics.get("train_clips_per_s", 0)), float(metrics.get("train_time_s", 0)), wall_time_s, attempts)
         self.state.save(self.storage)
-        retried = f" after {attempts - 1} worker failure(s) retried by Ray Train" if attempts > 1 else ""
+        retried = f" after {attempts - 1} failed attempt(s)" if attempts > 1 else ""
         log(f"{spec.name} trained{retried}: best epoch {metrics.get('best_epoch')}, "
             f"{metrics.get('train_clips_per_s', 0):.0f} clips/s, {wall_time_s:.0f} s")
 
@@ -264,11 +289,12 @@ class Coordinator:
         """A trained unit of this sweep, read back from the storage."""
         return read_unit(self.storage, self.unit_folder(spec), spec.train)
 
-    def _settings(self, spec: UnitSpec, placement: Placement) -> dict[str, Any]:
-        sweep_id = self.state.sweep_id
+    def _settings(self, specs: list[UnitSpec], placement: Placement, part: int | None = None) -> dict[str, Any]:
+        """What `fit_round` needs besides the units: placement, storage, its Ray run name, the progress channel."""
+        stages_ = "-".join(dict.fromkeys(s.stage for s in specs)) + (f"-part{part}" if part else "")
         return {"placement": placement, "distill": self.cfg.distill, "storage": self.storage.root_uri,
-                "folder": self.unit_folder(spec), "ray_storage": self.storage.uri(schema.RAY_RUNS),
-                "run_name": schema.ray_run_name(sweep_id, spec.folder_name), "max_failures": self.cfg.ray.max_failures,
+                "ray_storage": self.storage.uri(schema.RAY_RUNS), "fit_id": secrets.token_hex(4),
+                "run_name": schema.ray_run_name(self.state.sweep_id, stages_), "max_failures": self.cfg.ray.max_failures,
                 "node_resource_prefix": self.cfg.ray.node_resource_prefix, "progress": self._progress}
 
     def tune(self, stage: str, units: dict[str, distill.TrainedUnit]) -> dict[str, PostprocessChoice]:

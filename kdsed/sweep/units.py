@@ -45,6 +45,15 @@ def write_unit(storage: Storage, folder: str, result: VariantResult, outputs: Ou
     storage.write_bytes(f"{folder}/{schema.UNIT_SUMMARY}", json.dumps(summary).encode())
 
 
+def stored_by_fit(storage: Storage, folder: str, fit_id: str) -> dict | None:
+    """The summary of the unit in `folder` when fit `fit_id` stored it (a restarted worker group skips it), else None."""
+    path = f"{folder}/{schema.UNIT_SUMMARY}"
+    if not storage.exists(path):
+        return None
+    summary = json.loads(storage.read_bytes(path))
+    return summary if summary.get("fit_id") == fit_id else None
+
+
 def record_attempt(storage: Storage, folder: str, fit_id: str, rank: int, *, node: str = "") -> int:
     """Record a worker's start in `folder/attempts/`; returns its attempt number within fit `fit_id` (1 = first)."""
     started = time.time()

@@ -68,7 +68,7 @@ def test_a_retry_is_one_line():
     out = io.StringIO()
     with PassProgress({"a": 4}, out, tty=False) as progress:
         progress.update(UnitEvent("a", "retry", 4, attempt=2, max_failures=2))
-    assert out.getvalue() == ("[a] RETRY: attempt 2 (Ray Train retries a failed worker group up to 2 times); "
+    assert out.getvalue() == ("[a] RETRY: attempt 2 (a failed unit is retried up to 2 times); "
                               "training again from scratch, seeded, so with the same result\n")
 
 

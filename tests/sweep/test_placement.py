@@ -95,3 +95,20 @@ def test_six_units_share_two_declared_gpus_at_once():
         assert sorted(sum(ids == [g] for _, ids in held) for g in (0, 1)) == [3, 3]
     finally:
         ray.shutdown()
+
+
+def test_units_at_once_fill_the_cluster_and_a_round_that_does_not_fit_is_split():
+    from kdsed.sweep.workers import units_at_once
+
+    two_cores = ClusterShape(2, 0, 2)
+    for n in (1, 2, 3, 4, 5, 6, 7):  # an even CPU share always lets every unit of the round run at once
+        placement = place_units(two_cores, n, 1, "auto", 0.0)
+        assert units_at_once(placement, 2, 0) == n, n
+        assert n * placement.cpus_per_worker <= 2
+    assert place_units(two_cores, 3, 1, "auto", 0.0).cpus_per_worker == 0.66  # cut, not rounded up to 0.67
+    # A share asked for explicitly that does not fit: the round is split into trainers of what fits.
+    assert units_at_once(place_units(two_cores, 6, 1, "auto", 2.0), 2, 0) == 1
+    assert units_at_once(place_units(ClusterShape(8, 0, 8), 6, 2, "auto", 2.0), 8, 0) == 4
+    # GPUs: 6 units at 1/2 GPU on one GPU -> 2 at once; GPU workers without a CPU share ask Ray Train's 1 CPU.
+    gpu = place_units(ONE_GPU, 6, 1, "auto", 0.0, units_per_gpu=2)
+    assert units_at_once(gpu, 16, 1) == 2 and units_at_once(gpu, 1, 1) == 1
