@@ -171,9 +171,9 @@ class Coordinator:
     def _local_ray_config(self) -> dict[str, Any]:
         """A local Ray's settings: the worker processes a pass really starts are expected (not warned about).
 
-        Every unit is a task, a Train controller, its workers and Ray Train's helper actors, each a process
-        (about 5 per unit), and the pass's Tune trials follow them: the issue's laptop sweep reached 34 Python
-        workers. Ray's raylet warns whenever the processes reach 4x its start-up concurrency (by default the
+        A round is a task, a Train controller, one worker per unit and Ray Train's helper actors, each a process,
+        and the pass's Tune trials follow them (with a trainer per unit, the issue's laptop sweep reached 34
+        Python workers). Ray's raylet warns whenever the processes reach 4x its start-up concurrency (by default the
         CPU count: 8 processes on a laptop). A concurrency of 4 per unit of a pass moves that line to 16
         processes per unit, beyond what a pass starts, which silences the warning where it arises.
         """
