@@ -1,7 +1,8 @@
 """The coordinator: drives the passes on Ray, logs to MLflow, picks winners, broadcasts pseudo-labels.
 
 Per stage (baseline, tagging, pass-1 ... pass-N): train its units concurrently
-as the ranks of one Ray Train TorchTrainer (`kdsed.sweep.workers.fit_round`), search post-processing with Ray Tune, score the
+as the ranks of one Ray Train TorchTrainer (`kdsed.sweep.workers.fit_round`),
+search post-processing with Ray Tune, score the
 stage with `kdsed.stages.score_stage` (the serial runner's function), write the
 next pseudo-labels as Parquet to the sweep storage, log everything to MLflow
 and register the per-class winners. State is saved after every unit and stage,
@@ -193,7 +194,6 @@ class Coordinator:
             rc = self.cfg.ray
             placement = plan_placement(len(pending), rc.workers_per_variant, rc.use_gpu, rc.cpus_per_variant,
                                        rc.units_per_gpu)
-            log(f"training {', '.join(s.name for s in pending)} side by side in one TorchTrainer ({placement.describe()})")
             t0 = time.perf_counter()
             with console.PassProgress({s.name: s.train.epochs for s in pending}) as progress:
                 errors = self._fit_all(pending, placement, t0, progress)
@@ -212,6 +212,9 @@ class Coordinator:
         size = units_at_once(placement, resources.get("CPU", 1), resources.get("GPU", 0))
         fit = fit_round.options(runtime_env=self._unit_runtime_env)
         chunks = [specs[i:i + size] for i in range(0, len(specs), size)]
+        trainers = ("one TorchTrainer" if len(chunks) == 1 else
+                    f"{len(chunks)} TorchTrainers of up to {size} (what the cluster runs at once)")
+        log(f"training {', '.join(s.name for s in specs)} side by side in {trainers} ({placement.describe()})")
         rounds = {fit.remote([(s, self.unit_folder(s)) for s in chunk], self._refs,
                              self._settings(chunk, placement, part=k + 1 if len(chunks) > 1 else None)): chunk
                   for k, chunk in enumerate(chunks)}
