@@ -1,6 +1,6 @@
 """Where a sweep's wall time goes, and what a serial loop over the same units costs.
 
-    python benchmarks/bench_sweep.py [--config sweeps/laptop.yaml] [--passes 4] [--skip-serial]
+    python benchmarks/bench_sweep.py [--config sweeps/laptop-fast.yaml] [--passes 4] [--skip-serial]
 
 Runs `python -m kdsed.sweep` (Ray Train + Ray Tune + MLflow) and `python -m kdsed.experiment`
 (the same stages and variants, one after another in one process, no Ray, no MLflow) on the
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from kdsed.constants import DEFAULT_SWEEP_CONFIG
+
 
 def run(cmd: list[str], cwd: Path) -> float:
     t0 = time.perf_counter()
@@ -30,7 +32,7 @@ def run(cmd: list[str], cwd: Path) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=Path("sweeps/laptop.yaml"))
+    parser.add_argument("--config", type=Path, default=DEFAULT_SWEEP_CONFIG)
     parser.add_argument("--passes", type=int, default=4)
     parser.add_argument("--skip-serial", action="store_true")
     args = parser.parse_args(argv)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 Seconds = float
 
 #: The 10 target classes, in the order of every model output and metric table.
@@ -41,6 +43,10 @@ DEFAULT_WORKDIR = "kdsed_runs"
 SQLITE_URI_PREFIX = "sqlite:///"  # a local MLflow store: sqlite:///FILE (parsed by kdsed.schema.sqlite_path)
 DEFAULT_TRACKING_URI = f"{SQLITE_URI_PREFIX}{DEFAULT_WORKDIR}/mlflow.db"
 DEFAULT_STORAGE = f"{DEFAULT_WORKDIR}/storage"
+
+#: The sweep `python -m kdsed.sweep` (and `python -m kdsed.experiment`) runs without --config: the budget that
+#: fits 20 minutes on 2 cores. `sweeps/laptop.yaml` (37 min) and `sweeps/laptop-long.yaml` give more F1 for more time.
+DEFAULT_SWEEP_CONFIG = Path(__file__).resolve().parents[1] / "sweeps" / "laptop-fast.yaml"
 MLFLOW_EXPERIMENT = "kdsed"
 #: One registered model per class in the MLflow Model Registry, e.g. `kdsed-Dog`.
 REGISTERED_MODEL_PREFIX = "kdsed-"

@@ -25,6 +25,7 @@ import torch
 from kdsed import distill, schema, stages
 from kdsed.atomic import write_text_atomic
 from kdsed.config import ConfigError, ExperimentConfig, SweepConfig, dump_yaml, from_dict, load_yaml, to_dict
+from kdsed.constants import DEFAULT_SWEEP_CONFIG
 from kdsed.events import MetadataError
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.pseudolabels import write_pseudo_labels
@@ -199,7 +200,8 @@ def _score(stage: str, units: dict[str, distill.TrainedUnit], cfg: ExperimentCon
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdsed.experiment", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=Path("sweeps/laptop.yaml"))
+    parser.add_argument("--config", type=Path, default=DEFAULT_SWEEP_CONFIG,
+                        help="sweep YAML (default: sweeps/laptop-fast.yaml, as `python -m kdsed.sweep`)")
     parser.add_argument("--out", type=Path, default=Path(schema.DEFAULT_EXPERIMENT_OUT))
     parser.add_argument("--passes", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=None, help="run the method once per training seed (default: "

@@ -15,20 +15,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from kdsed.config import MAX_SEED, ConfigError, SweepConfig, from_dict, load_yaml, to_dict
-from kdsed.constants import DEFAULT_TRACKING_URI
+from kdsed.constants import DEFAULT_SWEEP_CONFIG, DEFAULT_TRACKING_URI
 from kdsed.failures import EXIT_RUNTIME_FAILURE, disk_full
 from kdsed.limits import ESTIMATE_ABOVE_S
 from kdsed.stores import disable_mlflow_telemetry
 from kdsed.sweep import console, interrupts, preflight
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "laptop.yaml"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m kdsed.sweep", description="Run the kdsed distillation sweep.")
     p.add_argument("--passes", type=int, help="number of distillation passes (default: from the config)")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                   help="sweep YAML (default: sweeps/laptop.yaml, the synthetic 'mini' set on a laptop)")
+    p.add_argument("--config", type=Path, default=DEFAULT_SWEEP_CONFIG,
+                   help="sweep YAML (default: sweeps/laptop-fast.yaml, the synthetic 'mini' set on a laptop in "
+                        "about 20 minutes)")
     p.add_argument("--data", type=Path, help="a DCASE 2018 Task 4 / DESED folder (default: the synthetic set)")
     p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})")
     p.add_argument("--storage", help="folder or s3://... for checkpoints and Parquet pseudo-labels")
