@@ -13,7 +13,7 @@ LAYERS = [
     {"constants", "atomic", "limits", "failures", "safety", "yaml_input"},
     {"schema", "config", "events", "stores"},
     {"data", "models", "metrics", "postprocess", "pseudolabels", "scores_io", "features"},
-    {"prepare", "search", "plots", "results", "train", "bundle", "evaluate"},
+    {"prepare", "search", "plots", "results", "train", "bundle", "evaluate", "compare"},
     {"distill", "topline", "baseline_recipe", "predict", "registry"},
     {"stages"},
     {"experiment", "sweep", "report", "report_outputs", "ablations"},
