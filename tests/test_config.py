@@ -223,7 +223,7 @@ def test_the_default_sweep_is_the_20_minute_budget_and_the_long_one_differs_only
     assert DEFAULT_SWEEP_CONFIG == SWEEPS / "laptop-fast.yaml"
     fast = load_yaml(SweepConfig, DEFAULT_SWEEP_CONFIG)
     assert fast.data.synth_preset == "mini" and fast.distill.passes == 4
-    assert (fast.deep.width, fast.shallow.width, fast.train.epochs) == (0.125, 0.125, 4)
+    assert (fast.deep.width, fast.shallow.width, fast.train.epochs, fast.train.batch_size) == (0.125, 0.125, 4, 8)
     laptop, long = load_yaml(SweepConfig, SWEEPS / "laptop.yaml"), load_yaml(SweepConfig, SWEEPS / "laptop-long.yaml")
     assert long.train == dataclasses.replace(laptop.train, epochs=12, patience=3, batch_size=8)
     assert dataclasses.replace(long, train=laptop.train) == laptop  # everything else as in laptop.yaml
