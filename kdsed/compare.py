@@ -22,9 +22,6 @@ from kdsed import schema
 from kdsed.metrics import ClipCounts, bootstrap_counts, paired_difference_counts
 from kdsed.metrics.bootstrap import Interval
 
-STAGES_FOLDER = "stages"
-
-
 @dataclass(frozen=True)
 class StageComparison:
     stage: str
@@ -36,9 +33,9 @@ class StageComparison:
 
 def stage_counts(sweep_folder: Path) -> dict[str, ClipCounts]:
     """Eval counts of every finished stage of the sweep in `sweep_folder` (a folder holding `stages/`)."""
-    folder = sweep_folder / STAGES_FOLDER
+    folder = sweep_folder / schema.STAGES_FOLDER
     if not folder.is_dir():
-        raise FileNotFoundError(f"{sweep_folder}: no {STAGES_FOLDER}/ folder; expected a sweep's folder, "
+        raise FileNotFoundError(f"{sweep_folder}: no {schema.STAGES_FOLDER}/ folder; expected a sweep's folder, "
                                 "<storage>/sweeps/<sweep id>")
     counts = {}
     for path in sorted(folder.glob("*.json")):
@@ -50,7 +47,7 @@ def stage_counts(sweep_folder: Path) -> dict[str, ClipCounts]:
 
 def data_settings(sweep_folder: Path) -> dict[str, object]:
     """The `data.*` settings a sweep logged in its state.json (its data set), without where it was cached."""
-    state = sweep_folder / "state.json"
+    state = sweep_folder / schema.STATE_FILE
     if not state.is_file():
         return {}
     logged = json.loads(state.read_text()).get("results") or {}

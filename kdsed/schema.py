@@ -396,8 +396,12 @@ def unit_folder(sweep_id: str, unit: str) -> str:
     return f"{sweep_folder(sweep_id)}/units/{unit_folder_name(unit)}"
 
 
+#: A sweep's finished stages, one `<stage>.json` each (report, post-processing choice, winners, eval counts).
+STAGES_FOLDER = "stages"
+
+
 def stage_path(sweep_id: str, stage: str) -> str:
-    return f"{sweep_folder(sweep_id)}/stages/{stage}.json"
+    return f"{sweep_folder(sweep_id)}/{STAGES_FOLDER}/{stage}.json"
 
 
 def pseudo_labels_file(stage: str) -> str:
