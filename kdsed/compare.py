@@ -21,6 +21,7 @@ from typing import Sequence
 from kdsed import schema
 from kdsed.metrics import ClipCounts, bootstrap_counts, paired_difference_counts
 from kdsed.metrics.bootstrap import Interval
+from kdsed.results import difference_cell, percent
 
 @dataclass(frozen=True)
 class StageComparison:
@@ -65,8 +66,8 @@ def compare_sweeps(folder_a: Path, folder_b: Path) -> list[StageComparison]:
     out = []
     for stage in sorted(set(a) & set(b), key=schema.stage_order):
         if a[stage].filenames != b[stage].filenames or (a[stage].n_ref != b[stage].n_ref).any():
-            raise ValueError(f"{stage}: the two sweeps were scored on different eval clips "
-                             f"({len(a[stage])} and {len(b[stage])}); a paired comparison needs the same ones")
+            raise ValueError(f"{stage}: the two sweeps were scored on different eval clips or reference events "
+                             f"({len(a[stage])} and {len(b[stage])} clips); a paired comparison needs the same ones")
         diff = paired_difference_counts(a[stage], b[stage])
         out.append(StageComparison(stage, bootstrap_counts(a[stage]).macro_f1, bootstrap_counts(b[stage]).macro_f1,
                                    diff.macro_f1, diff.share_a_better))
@@ -75,12 +76,13 @@ def compare_sweeps(folder_a: Path, folder_b: Path) -> list[StageComparison]:
 
 def format_comparison(rows: Sequence[StageComparison], label_a: str = "A", label_b: str = "B") -> str:
     """A Markdown table of the comparison, in percent."""
-    def pct(i: Interval, sign: str = "") -> str:
-        return f"{100 * i.point:{sign}.2f} [{100 * i.low:{sign}.2f}, {100 * i.high:{sign}.2f}]"
+    def pct(i: Interval) -> str:
+        d = i.to_json()  # NaN (no events) as None: "n/a"
+        return f"{percent(d['point'])} [{percent(d['low'])}, {percent(d['high'])}]"
 
     lines = [f"| stage | {label_a} [95 % CI] | {label_b} [95 % CI] | {label_a} - {label_b}, points [95 % CI] "
              f"| resamples {label_a} better |", "|---|---|---|---|---|"]
-    lines += [f"| {schema.stage_title(r.stage)} | {pct(r.a)} | {pct(r.b)} | {pct(r.difference, '+')} "
+    lines += [f"| {schema.stage_title(r.stage)} | {pct(r.a)} | {pct(r.b)} | {difference_cell(r.difference.to_json())} "
               f"| {100 * r.share_a_better:.1f} % |" for r in rows]
     return "\n".join(lines)
 

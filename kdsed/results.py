@@ -143,7 +143,7 @@ def format_comparisons(reports: list[StageReport]) -> str:
             share = "n/a" if c.get("share_a_better") is None else f"{100 * c['share_a_better']:.1f} %"
             ratio = f"{r.kd_topline_ratio:.2f}" if name == schema.VS_TOPLINE and r.kd_topline_ratio is not None else ""
             label = _COMPARISON_LABELS[name].format(against=c["against"])
-            lines.append(f"| {r.stage} | {label} | {_difference_cell(c)} | {share} | {ratio} |")
+            lines.append(f"| {r.stage} | {label} | {difference_cell(c)} | {share} | {ratio} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
@@ -178,7 +178,7 @@ def format_seed_comparisons(runs: Sequence[Sequence[StageReport]], seeds: Sequen
                 continue
             label = _COMPARISON_LABELS[name].format(against=found[0]["against"])
             above, below = sum(c["low"] > 0 for c in found), sum(c["high"] < 0 for c in found)
-            cells = [first.stage, label, *(_difference_cell(c) for c in found), f"{above} / {below} of {len(found)}"]
+            cells = [first.stage, label, *(difference_cell(c) for c in found), f"{above} / {below} of {len(found)}"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
@@ -239,7 +239,7 @@ def _target_baseline(stages: dict[str, StageReport]) -> tuple[str, bool]:
     if not _macro(base) or diff is None:
         return "n/a", False
     factor = (_macro(last) or 0.0) / _macro(base)
-    return f"{factor:.2f}× ({_difference_cell(diff)})", factor >= TARGET_BASELINE_FACTOR and diff["low"] > 0
+    return f"{factor:.2f}× ({difference_cell(diff)})", factor >= TARGET_BASELINE_FACTOR and diff["low"] > 0
 
 
 def _target_topline(stages: dict[str, StageReport]) -> tuple[str, bool]:
@@ -250,7 +250,7 @@ def _target_topline(stages: dict[str, StageReport]) -> tuple[str, bool]:
 def _target_pass1(stages: dict[str, StageReport]) -> tuple[str, bool]:
     first = stages.get(_pass_title(1))
     diff = first.comparisons.get(schema.VS_PREVIOUS) if first else None
-    return ("n/a", False) if diff is None else (_difference_cell(diff), diff["point"] >= 0)
+    return ("n/a", False) if diff is None else (difference_cell(diff), diff["point"] >= 0)
 
 
 def _target_pseudo(stages: dict[str, StageReport]) -> tuple[str, bool]:
@@ -274,7 +274,8 @@ def _target_row(target: tuple, runs: list[dict[str, StageReport]]) -> tuple[str,
     return label, [f"{text} {'✓' if met else '✗'}" for text, met in measured], [met for _, met in measured]
 
 
-def _difference_cell(c: dict[str, Any]) -> str:
+def difference_cell(c: dict[str, Any]) -> str:
+    """"+1.23 [+0.45, +2.01]": a paired difference (`Interval.to_json()`, fractions) in points."""
     return f"{_points(c['point'])} [{_points(c['low'])}, {_points(c['high'])}]"
 
 

@@ -64,7 +64,7 @@ def test_different_clips_or_data_are_refused(tmp_path: Path, capsys) -> None:
     c = random_counts(rng)
     fewer = ClipCounts(c.filenames[:-1], c.tp[:-1], c.n_sys[:-1], c.n_ref[:-1])
     a = write_sweep(tmp_path / "a", {"pass-1": c})
-    with pytest.raises(ValueError, match=r"^pass-1: the two sweeps were scored on different eval clips \(120 and 119\)"):
+    with pytest.raises(ValueError, match=r"^pass-1: the two sweeps were scored on different eval clips or reference events \(120 and 119 clips\)"):
         compare_sweeps(a, write_sweep(tmp_path / "b", {"pass-1": fewer}))
     other_seed = write_sweep(tmp_path / "c", {"pass-1": c}, synth_seed=1)
     with pytest.raises(ValueError, match=r"^the two sweeps ran on different data \(data\.synth_seed: 0 and 1\)"):
