@@ -9,7 +9,10 @@ The fixes (docs/ablations.md holds the measured table):
 
 * `windows`: post-processing windows up to 121 frames (5 s) instead of 33 (1.4 s), on the same trained outputs;
 * `sru`: the SRU at 128 hidden units (the report's) instead of 128 x conv width, on the tagging model;
-* `pseudo-weak`: pass 1 on tuned per-class pseudo-weak tag thresholds instead of 0.5 for all classes;
+* `pseudo-weak`: pass 1 on tuned per-class pseudo-weak tag thresholds instead of 0.5 for all classes, and on
+  the tagger's clip probabilities themselves (soft labels) instead of the tuned tags;
+* `pseudo-strong`: pass 2 (deep and shallow, median smoothing) on the hard pseudo-labels of pass 1 (the events of its
+  own post-processing as 0/1 frames) instead of its frame probabilities;
 * `baseline`: the official two-stage baseline instead of its first stage alone;
 * `budget`: the learning curves (validation loss per epoch) of the tagger and the topline at the config's
   epochs and at twice as many, batch 32 and 8, from which the training budget is chosen.
@@ -44,7 +47,7 @@ from kdsed.train import EpochLog, VariantResult, epoch_printer
 
 #: kdsed's first post-processing grid (windows to 33 frames, 1.4 s): the "before" of the `windows` ablation.
 SHORT_WINDOWS = (1, 3, 5, 7, 9, 13, 17, 25, 33)
-ABLATIONS = ("windows", "pseudo-weak", "baseline", "sru", "budget")
+ABLATIONS = ("windows", "pseudo-weak", "pseudo-strong", "baseline", "sru", "budget")
 
 
 @dataclass
@@ -145,32 +148,65 @@ class Ablations:
                     _arm(f"{deep.rnn_hidden} units", self.data, self.tagger(), self.cfg.postprocess))
 
     def pseudo_weak_labels(self) -> dict[str, np.ndarray]:
-        """Pass 1's clip targets from the same tagger, thresholded at 0.5 ("hard") and per class ("tuned")."""
+        """Pass 1's clip targets from the same tagger: thresholded at 0.5 ("hard"), per class ("tuned"), or its
+        probabilities themselves ("soft")."""
         tagger = self.tagger()
         return {mode: distill.pseudo_weak_targets(self.data, tagger.outputs, replace(self.cfg.distill, pseudo_weak=mode))
-                for mode in ("hard", "tuned")}
+                for mode in ("hard", "tuned", "soft")}
 
     def pseudo_weak_note(self) -> str:
-        """Tag precision / recall / F1 (micro, %) of both pseudo-weak labellings against the hidden labels."""
+        """Tag precision / recall / F1 (micro, %) of each pseudo-weak labelling against the hidden labels (soft labels
+        read at 0.5)."""
         quality = []
         for mode, labels in self.pseudo_weak_labels().items():
             q = distill.pseudo_weak_scores(self.data, labels)
-            quality.append(f"{mode}: P {percent(q.get('precision'))} / R {percent(q.get('recall'))} / "
+            quality.append(f"{mode + (' (at 0.5)' if mode == 'soft' else '')}: P {percent(q.get('precision'))} / R {percent(q.get('recall'))} / "
                            f"F1 {percent(q.get('f_measure'))}")
         thresholds = distill.pseudo_weak_thresholds(self.data, self.tagger().outputs,
                                                     replace(self.cfg.distill, pseudo_weak="tuned"))
         return ("pseudo-weak tags of the unlabeled clips against their hidden labels (%): " + "; ".join(quality)
                 + f"; tuned thresholds per class: {', '.join(f'{t:.1f}' for t in thresholds)}")
 
-    def pseudo_weak(self) -> AblationRow:
-        """Pass 1 on hard (0.5) pseudo-weak labels vs on tuned per-class thresholds, from the same tagger."""
-        arms = []
-        for mode, labels in self.pseudo_weak_labels().items():
-            [spec] = stages.pass_units(self.cfg, 1)
-            spec = replace(spec, name=f"{spec.name}-{mode}")
-            arms.append(_arm(f"{mode} thresholds", self.data, self.train(spec, pseudo_weak=labels), self.cfg.postprocess))
-        return _row("pseudo-weak", "pass 1 on tuned vs 0.5 pseudo-weak tag thresholds", *arms,
-                    note=self.pseudo_weak_note())
+    def pseudo_weak(self) -> list[AblationRow]:
+        """Pass 1 on hard (0.5) pseudo-weak labels vs tuned per-class thresholds, and on soft labels (the tagger's
+        probabilities) vs tuned, all from the same tagger."""
+        [spec] = stages.pass_units(self.cfg, 1)
+        arms = {mode: _arm(f"{mode} labels" if mode == "soft" else f"{mode} thresholds", self.data,
+                           self.train(replace(spec, name=f"{spec.name}-{mode}"), pseudo_weak=labels),
+                           self.cfg.postprocess)
+                for mode, labels in self.pseudo_weak_labels().items()}
+        return [_row("pseudo-weak", "pass 1 on tuned vs 0.5 pseudo-weak tag thresholds", arms["hard"], arms["tuned"],
+                     note=self.pseudo_weak_note()),
+                _row("pseudo-weak-soft", "pass 1 on soft pseudo-weak labels (the tagger's probabilities) vs tuned tags",
+                     arms["tuned"], arms["soft"])]
+
+    def first_pass(self) -> distill.TrainedUnit:
+        """Pass 1 on the config's pseudo-weak labels (the unit of the `pseudo-weak` ablation of the same mode)."""
+        [spec] = stages.pass_units(self.cfg, 1)
+        mode = self.cfg.distill.pseudo_weak
+        return self.train(replace(spec, name=f"{spec.name}-{mode}"),
+                          pseudo_weak=distill.pseudo_weak_targets(self.data, self.tagger().outputs, self.cfg.distill))
+
+    def pseudo_strong(self) -> list[AblationRow]:
+        """Pass 2's deep and shallow units (median smoothing) on pass 1's frame probabilities vs on its hard labels."""
+        teacher = self.first_pass()
+        choice = distill.search_choice(self.data, teacher.outputs.test, self.cfg.postprocess)
+        rows = []
+        for model in ("deep", "shallow"):
+            specs = [s for s in stages.pass_units(self.cfg, 2) if s.variant == f"{model}-median"]
+            if not specs:  # the config has no median variant of this model
+                continue
+            spec = specs[0]
+            arms = []
+            for mode in ("soft", "hard"):
+                labels = distill.pseudo_strong_labels(self.data, teacher.outputs.train, choice,
+                                                      replace(self.cfg.distill, pseudo_strong=mode))
+                unit = self.train(replace(spec, name=f"{spec.name}-{mode}-from-{self.cfg.distill.pseudo_weak}"),
+                                  previous=labels)
+                arms.append(_arm(f"{mode} labels", self.data, unit, self.cfg.postprocess))
+            rows.append(_row(f"pseudo-strong-{model}", f"pass 2 ({model}, median) on hard vs soft pseudo-labels "
+                             "of pass 1", *arms))
+        return rows
 
     def baseline(self) -> AblationRow:
         """The baseline's first stage alone vs the two-stage recipe."""
@@ -201,7 +237,8 @@ class Ablations:
 
     def run(self, names: tuple[str, ...]) -> list[AblationRow]:
         steps: dict[str, Callable[[], AblationRow | list[AblationRow]]] = {
-            "windows": self.windows, "sru": self.sru, "pseudo-weak": self.pseudo_weak, "baseline": self.baseline,
+            "windows": self.windows, "sru": self.sru, "pseudo-weak": self.pseudo_weak,
+            "pseudo-strong": self.pseudo_strong, "baseline": self.baseline,
             "budget": self.budget}
         rows: list[AblationRow] = []
         for name in names:

@@ -22,7 +22,7 @@ from kdsed.config import DistillConfig, ModelConfig, PostprocessConfig, TrainCon
 from kdsed.constants import EVAL, NUM_CLASSES, TEST, WEAK
 from kdsed.metrics import ClipCounts, EventScores, bootstrap_counts, event_scores
 from kdsed.metrics.psds import detection_scores
-from kdsed.postprocess import fill_invalid_frames, gaussian_smooth, median_smooth
+from kdsed.postprocess import binarize, fill_invalid_frames, gaussian_smooth, median_smooth
 from kdsed.prepare import PreparedData, weak_matrix
 from kdsed.scores_io import FrameScores
 from kdsed.search import PostprocessChoice, apply_postprocessing, search_postprocessing, smooth_as_chosen
@@ -125,6 +125,17 @@ def pseudo_weak_targets(data: PreparedData, outputs: "Outputs", cfg: DistillConf
         pseudo = tags_from_probs(pseudo, pseudo_weak_thresholds(data, outputs, cfg))
     is_weak = (data.train_subset == WEAK)[:, None]
     return np.where(is_weak, data.weak_targets, pseudo).astype(np.float32)
+
+
+def pseudo_strong_labels(data: PreparedData, train_probs: np.ndarray, choice: PostprocessChoice,
+                         cfg: DistillConfig) -> np.ndarray:
+    """The frame targets a pass hands the next (`cfg.pseudo_strong`): its probabilities of the training clips
+    ("soft"), or the events they give under the pass's own post-processing as 0/1 frames ("hard")."""
+    if cfg.pseudo_strong == "soft":
+        return train_probs
+    n_valid = data.train.n_frames
+    active = binarize(smooth_as_chosen(train_probs, choice, n_valid), choice.thresholds, n_valid)
+    return np.ascontiguousarray(active.transpose(0, 2, 1)).astype(np.float32)
 
 
 def smooth_pseudo_labels(probs: np.ndarray, smoothing: str, cfg: DistillConfig,
@@ -288,7 +299,7 @@ def pseudo_weak_scores(data: PreparedData, targets: np.ndarray) -> dict[str, flo
 
 __all__ = [
     "Outputs", "Scored", "TrainedUnit", "VariantOutcome", "combine_winners", "predict_all", "pseudo_label_scores",
-    "pseudo_weak_scores", "pseudo_weak_targets", "pseudo_weak_thresholds", "test_tags", "baseline_stage1_tags", "score_unit", "score_with", "score_with_interval", "scores_with_interval", "eval_counts", "search_choice", "select_per_class", "detection_scores_with", "frame_scores",
+    "pseudo_strong_labels", "pseudo_weak_scores", "pseudo_weak_targets", "pseudo_weak_thresholds", "test_tags", "baseline_stage1_tags", "score_unit", "score_with", "score_with_interval", "scores_with_interval", "eval_counts", "search_choice", "select_per_class", "detection_scores_with", "frame_scores",
     "smooth_pseudo_labels", "strong_targets", "tagging_set", "train_unit", "validation_set",
     "variant_training_set",
 ]

@@ -79,8 +79,9 @@ def run_experiment(cfg: ExperimentConfig, out_dir: Path | str, *, data: Prepared
         specs = stages.pass_units(cfg, k)
         units = {s.variant: _train(s, cfg, data, out, pseudo_weak=pseudo_weak, previous=previous) for s in specs}
         outcome = score(schema.pass_stage(k), units, t0)
-        previous = outcome.merged.train
-        write_pseudo_labels(out / schema.pseudo_labels_file(outcome.stage), outcome.pseudo_labels(data))
+        labels = outcome.pseudo_labels(data, cfg.distill)
+        previous = labels.probs
+        write_pseudo_labels(out / schema.pseudo_labels_file(outcome.stage), labels)
         print(format_table(in_table_order(reports), baseline_with_tagging=False), file=sys.stderr, flush=True)
     reports = in_table_order(reports)
     write_text_atomic(out / schema.RESULTS_JSON, json.dumps([asdict(r) for r in reports], indent=1))

@@ -6,11 +6,11 @@ Schema (readable with `pandas.read_parquet`):
 |---|---|---|
 | `filename` | string (dictionary) | clip filename as in the metadata |
 | `frame` | int32 | frame index; frame i covers [frame_offset_s + i*hop_s, ... + hop_s) |
-| one column per class (`Alarm_bell_ringing` ... `Vacuum_cleaner`) | float32 | pseudo-label probability in [0, 1] |
+| one column per class (`Alarm_bell_ringing` ... `Vacuum_cleaner`) | float32 | pseudo-label in [0, 1]: 0/1 (`distill.pseudo_strong: hard`, the default) or a probability (`soft`) |
 
 A clip has exactly its valid frames (no padding rows). The file's schema
 metadata key `kdsed` holds JSON: pass index, classes, hop_s, frame_offset_s,
-and the per-class winners that wrote the labels.
+the per-class winners that wrote the labels and `targets` (hard or soft).
 """
 
 from __future__ import annotations

@@ -154,14 +154,16 @@ class StageOutcome:
         return {subset: distill.frame_scores(data, probs, subset, stage=self.stage, **meta)
                 for subset, probs in ((TEST, self.merged.test), (EVAL, self.merged.eval))}
 
-    def pseudo_labels(self, data: PreparedData, **meta) -> PseudoLabels:
-        """The pass's strong pseudo-labels of the training clips (the next pass's targets), with their metadata."""
+    def pseudo_labels(self, data: PreparedData, cfg: DistillConfig, **meta) -> PseudoLabels:
+        """The pass's strong pseudo-labels of the training clips (the next pass's targets, `cfg.pseudo_strong`),
+        with their metadata."""
         if not self.is_pass:
             raise ValueError(f"{self.stage} writes no strong pseudo-labels (only passes do)")
         fc = data.feature_config
         meta = {"pass": schema.stage_index(self.stage), **meta, "winners": dict(zip(CLASSES, self.winners)),
-                "hop_s": fc.hop_s, "frame_offset_s": fc.frame_offset_s}
-        return PseudoLabels(data.train.filenames, self.merged.train, data.train.n_frames, meta)
+                "targets": cfg.pseudo_strong, "hop_s": fc.hop_s, "frame_offset_s": fc.frame_offset_s}
+        labels = distill.pseudo_strong_labels(data, self.merged.train, self.choice, cfg)
+        return PseudoLabels(data.train.filenames, labels, data.train.n_frames, meta)
 
 
 def score_stage(stage: str, units: Mapping[str, TrainedUnit], choices: Mapping[str, PostprocessChoice],

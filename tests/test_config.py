@@ -226,4 +226,8 @@ def test_the_default_sweep_is_the_20_minute_budget_and_the_long_one_differs_only
     assert (fast.deep.width, fast.shallow.width, fast.train.epochs, fast.train.batch_size) == (0.125, 0.125, 4, 8)
     laptop, long = load_yaml(SweepConfig, SWEEPS / "laptop.yaml"), load_yaml(SweepConfig, SWEEPS / "laptop-long.yaml")
     assert long.train == dataclasses.replace(laptop.train, epochs=12, patience=3, batch_size=8)
-    assert dataclasses.replace(long, train=laptop.train) == laptop  # everything else as in laptop.yaml
+    # everything else as in laptop.yaml, except the pseudo-labels: laptop.yaml keeps those of the README's 3-seed table
+    assert (laptop.distill.pseudo_weak, laptop.distill.pseudo_strong) == ("tuned", "soft")
+    assert (long.distill.pseudo_weak, long.distill.pseudo_strong) == ("soft", "hard") == (fast.distill.pseudo_weak,
+                                                                                          fast.distill.pseudo_strong)
+    assert dataclasses.replace(long, train=laptop.train, distill=laptop.distill) == laptop

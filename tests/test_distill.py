@@ -16,6 +16,7 @@ from kdsed.distill import (
     Scored,
     VariantOutcome,
     combine_winners,
+    pseudo_strong_labels,
     pseudo_weak_targets,
     select_per_class,
     smooth_pseudo_labels,
@@ -183,6 +184,25 @@ def test_tuned_pseudo_weak_labels_threshold_each_class_where_the_tagger_tags_tes
     np.testing.assert_array_equal(tuned[:2], data.weak_targets[:2])
     with pytest.raises(ValueError, match="clip probabilities on `test`"):
         pseudo_weak_targets(data, Outputs(None, None, None, train_clip=train_clip), DistillConfig(pseudo_weak="tuned"))
+
+
+def test_hard_pseudo_strong_labels_are_the_events_of_the_passes_own_post_processing():
+    """Hard labels: the frames the chosen median window and per-class threshold keep, as 0/1; soft: the probabilities."""
+    data = tiny_data(n_frames=(40, 40, 40, 30))
+    probs = np.zeros((4, FRAMES, NUM_CLASSES), np.float32)
+    probs[0, 10:20, DOG] = 0.7   # an event above Dog's threshold 0.6
+    probs[0, 14, DOG] = 0.1      # a one-frame dip that the 3-frame median fills
+    probs[1, 5:8, CAT] = 0.5     # under Cat's threshold 0.6 at every frame: no event
+    probs[2, 30, SPEECH] = 0.9   # a one-frame blip that the median removes
+    probs[3, 25:40, DOG] = 0.8   # runs past the clip's 30 valid frames: cut at frame 30
+    chosen = PostprocessChoice(median_windows=(3,) * NUM_CLASSES, gaussian_sigmas=(0.0,) * NUM_CLASSES,
+                               thresholds=(0.6,) * NUM_CLASSES, f1=(0.5,) * NUM_CLASSES)
+    hard = pseudo_strong_labels(data, probs, chosen, DistillConfig(pseudo_strong="hard"))
+    assert hard.shape == probs.shape and hard.dtype == np.float32 and set(np.unique(hard)) == {0.0, 1.0}
+    assert np.flatnonzero(hard[0, :, DOG]).tolist() == list(range(10, 20))
+    assert np.flatnonzero(hard[3, :, DOG]).tolist() == list(range(25, 30))
+    assert hard.sum() == 10 + 5  # nothing else: no Cat event, no Speech blip
+    assert pseudo_strong_labels(data, probs, chosen, DistillConfig(pseudo_strong="soft")) is probs
 
 
 def test_variant_training_set_smooths_then_masks():

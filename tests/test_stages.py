@@ -116,13 +116,13 @@ def test_score_stage_on_the_sweeps_units_gives_the_sweeps_reports(finished_sweep
     # The passes' paired comparisons: against the stage before, the two-stage baseline and the topline.
     assert set(outcomes[-1].report.comparisons) == set(schema.COMPARISONS)
     assert outcomes[-1].report.kd_topline_ratio is not None
-    # What the sweep hands from pass to pass: the pseudo-labels in its Parquet files are the merged outputs.
+    # What the sweep hands from pass to pass: its Parquet files hold the merged outputs' labels (`pseudo_strong`).
     from kdsed.pseudolabels import read_pseudo_labels
 
     for outcome in outcomes[4:]:
         written = read_pseudo_labels(folder / schema.pseudo_labels_file(outcome.stage),
                                      frames=data.train.features.shape[1], order=data.train.filenames)
-        expected = outcome.pseudo_labels(data, sweep_id=sweep_id)
+        expected = outcome.pseudo_labels(data, cfg.distill, sweep_id=sweep_id)
         np.testing.assert_array_equal(written.probs, expected.probs)
         assert {k: v for k, v in written.meta.items() if k not in ("schema_version", "classes")} == \
             json.loads(json.dumps(expected.meta))

@@ -357,7 +357,7 @@ class Coordinator:
 
     def _write_pseudo_labels(self, outcome: StageOutcome, tmp: Path) -> Path:
         local = write_pseudo_labels(tmp / f"{outcome.stage}.parquet",
-                                    outcome.pseudo_labels(self.data, sweep_id=self.state.sweep_id))
+                                    outcome.pseudo_labels(self.data, self.cfg.distill, sweep_id=self.state.sweep_id))
         self.storage.put_file(local, schema.pseudo_labels_path(self.state.sweep_id, outcome.stage))
         return local
 
