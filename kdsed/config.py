@@ -192,7 +192,8 @@ class DistillConfig:
     pseudo_weak_threshold: float = 0.5
     #: What a pass hands the next as frame targets: "hard" = the events its per-class winners detect under their own
     #: post-processing (median window, threshold) as 0/1 frames, "soft" = their frame probabilities. Hard is the
-    #: default: a pass-3 deep unit learns +6.53 [+4.46, +8.50] points better from them (docs/ablations.md).
+    #: default: pass 2 learns +1.57 [-0.49, +3.66] (deep) and +5.06 [+3.16, +7.24] (shallow) points better from them
+    #: (docs/ablations.md).
     pseudo_strong: typing.Literal["hard", "soft"] = "hard"
     pseudo_median_window: int = 9
     pseudo_gaussian_sigma: float = 2.0
