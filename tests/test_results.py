@@ -204,3 +204,18 @@ def test_seed_comparisons_count_the_intervals_above_and_below_zero():
         "| pass 3 | - baseline 2stage | +21.00 [+15.00, +35.00] | +17.00 [+12.00, +32.00] | +24.00 [-1.00, +19.00] "
         "| 2 / 0 of 3 |"]
     assert format_seed_comparisons([r[:2] for r in seeded_runs()], [4, 5, 6]) == ""
+
+
+def test_the_sweeps_winner_table_shows_the_last_pass_not_the_topline_after_it():
+    from kdsed.search import PostprocessChoice
+    from kdsed.sweep.coordinator import SweepSummary, winner_table
+
+    last_pass = reports()[-1]
+    topline = StageReport("topline", scores(0.5, 0, 0), scores(0.45, 0, 0, 0.4), wall_time_s=20.0)
+    choice = PostprocessChoice(median_windows=(9,) * 10, gaussian_sigmas=(0.0,) * 10, thresholds=(0.5,) * 10,
+                               f1=(0.25,) * 10)
+    summary = SweepSummary("id", "run", [*reports(), topline], last_pass, choice, ["deep-none"] * 10, {})
+    rows = winner_table(summary).splitlines()[2:]
+    # eval F1 of class k: 0.2 + k / 100 in pass 2, 0.4 + k / 100 in the topline
+    assert rows[0] == f"| {CLASSES[0]} | deep-none | 9 | 0.50 | 25.00 | 20.00 |"
+    assert rows[9].endswith("| 29.00 |")

@@ -83,7 +83,8 @@ class FinishedStage:
 class SweepSummary:
     sweep_id: str
     parent_run_id: str
-    reports: list[StageReport]
+    reports: list[StageReport]  # in table order: the topline, where there is one, comes after the last pass
+    final_report: StageReport  # the last pass's
     final_choice: PostprocessChoice
     final_winners: list[str]
     timings: dict[str, float]
@@ -468,8 +469,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | str = False) -> SweepSummary:
             log(_time_left(k, passes, pass_times[-1], len(cfg.distill.variants)))
     reports = in_table_order(reports)
     coord.finish(reports)
-    return SweepSummary(coord.state.sweep_id, coord.state.parent_run_id, reports, last.choice, last.winners,
-                        coord.timings)
+    return SweepSummary(coord.state.sweep_id, coord.state.parent_run_id, reports, last.report, last.choice,
+                        last.winners, coord.timings)
 
 
 def _time_left(k: int, passes: int, pass_time_s: float, n_variants: int) -> str:
@@ -481,4 +482,4 @@ def _time_left(k: int, passes: int, pass_time_s: float, n_variants: int) -> str:
 
 def winner_table(summary: SweepSummary) -> str:
     """The per-class winners of the last pass, as a Markdown table."""
-    return results_winner_table(summary.reports[-1], summary.final_choice, summary.final_winners)
+    return results_winner_table(summary.final_report, summary.final_choice, summary.final_winners)
