@@ -4,8 +4,12 @@
 
 Random 240 x 64 inputs with weak and strong targets; each row trains `--epochs` epochs on `--clips` clips
 (the loop the sweep runs: autocast, the fp16 grad scaler, pinned memory on CUDA) and reports the clips/s of
-its training epochs without the first (warm-up: CUDA kernels, cuDNN choices). On the CPU every precision
-trains in fp32 (autocast is applied on CUDA only), so the rows show the same work. Never asserts times.
+its training epochs without the first (warm-up: CUDA kernels, cuDNN choices). On the CPU, bf16 autocasts
+(oneDNN, AMX or AVX512-BF16 where the CPU has them) and fp16 trains in fp32, so its row repeats fp32's work:
+
+    python benchmarks/bench_precision.py --device cpu --widths 1.0 0.25 0.125 --precisions none bf16
+
+Never asserts times.
 """
 
 from __future__ import annotations

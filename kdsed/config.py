@@ -131,7 +131,8 @@ class TrainConfig:
     strong_loss_weight: float = 1.0
     device: str = "auto"
     num_threads: int = 0
-    mixed_precision: typing.Literal["none", "bf16", "fp16"] = "none"  # autocast on CUDA (fp16 with a grad scaler); no effect on CPU
+    # autocast: bf16 on CUDA and on the CPU, fp16 (with a grad scaler) on CUDA only
+    mixed_precision: typing.Literal["none", "bf16", "fp16"] = "none"
 
     def validate(self) -> None:
         _require(self.epochs >= 1, "epochs", "must be >= 1")

@@ -61,3 +61,27 @@ def test_a_trained_unit_survives_the_cache(tmp_path):
     assert back.outputs.test_clip is None
     assert back.result.history == result.history and back.result.best_epoch == 1
     assert all(np.array_equal(back.result.state_dict[k], v) for k, v in state.items())
+
+
+def test_the_precision_ablation_trains_each_topline_unit_in_fp32_and_bf16(monkeypatch, tmp_path):
+    from kdsed import ablations
+    from kdsed.config import SweepConfig
+
+    trained: list[UnitSpec] = []
+
+    def fake_train(self, spec: UnitSpec, **targets) -> TrainedUnit:
+        trained.append(spec)
+        rate = 150.0 if spec.train.mixed_precision == "bf16" else 100.0
+        result = VariantResult(spec.model, spec.train, {}, [], 1, rate, 1.0)
+        return TrainedUnit(spec.name, result, Outputs(None, None, None, None, None))
+
+    monkeypatch.setattr(ablations.Ablations, "train", fake_train)
+    monkeypatch.setattr(ablations, "_arm", lambda label, data, unit, grid: arm(label, counts([1, 2] * 10)))
+    data = type("Data", (), {"hidden_reference": lambda self: object()})()
+    rows = ablations.Ablations(SweepConfig(), data, tmp_path).precision()
+    assert [(s.stage, s.model.name, s.train.mixed_precision) for s in trained] == [
+        (schema.TOPLINE, "deep", "none"), (schema.TOPLINE, "deep", "bf16"),
+        (schema.TOPLINE, "shallow", "none"), (schema.TOPLINE, "shallow", "bf16")]
+    assert [r.name for r in rows] == ["precision-deep", "precision-shallow"]
+    assert rows[0].note.startswith("training clips/s: fp32 100.0, bf16 150.0 (1.50x;")
+    assert rows[0].difference["point"] == 0.0
