@@ -273,14 +273,22 @@ def combine_winners(outcomes: Mapping[str, VariantOutcome], winners: Sequence[st
     return merged, choice
 
 
-def pseudo_label_scores(data: PreparedData, train_probs: np.ndarray, choice: PostprocessChoice) -> EventScores | None:
-    """Event scores of the training pseudo-labels against the hidden true labels (synthetic set only)."""
+def pseudo_label_counts(data: PreparedData, train_probs: np.ndarray, choice: PostprocessChoice) -> ClipCounts | None:
+    """Per-clip event counts of the training pseudo-labels against the hidden true labels, over the clips that
+    have them (synthetic set only; None elsewhere). `.scores()` gives their event scores; a bootstrap over
+    these clips gives their interval and the paired difference between two passes' pseudo-labels."""
     hidden = data.hidden_reference()
     if hidden is None:
         return None
     estimated = apply_postprocessing(train_probs, choice, data.feature_config, data.train.filenames,
                                      n_valid_frames=data.train.n_frames)
-    return event_scores(hidden, {f: estimated.get(f, []) for f in hidden})
+    return ClipCounts.from_tables(hidden, {f: estimated[f] for f in hidden if f in estimated}, sorted(hidden))
+
+
+def pseudo_label_scores(data: PreparedData, train_probs: np.ndarray, choice: PostprocessChoice) -> EventScores | None:
+    """Event scores of the training pseudo-labels against the hidden true labels (synthetic set only)."""
+    counts = pseudo_label_counts(data, train_probs, choice)
+    return None if counts is None else counts.scores()
 
 
 def pseudo_weak_scores(data: PreparedData, targets: np.ndarray) -> dict[str, float]:
@@ -298,7 +306,8 @@ def pseudo_weak_scores(data: PreparedData, targets: np.ndarray) -> dict[str, flo
 
 
 __all__ = [
-    "Outputs", "Scored", "TrainedUnit", "VariantOutcome", "combine_winners", "predict_all", "pseudo_label_scores",
+    "Outputs", "Scored", "TrainedUnit", "VariantOutcome", "combine_winners", "predict_all",
+    "pseudo_label_counts", "pseudo_label_scores",
     "pseudo_strong_labels", "pseudo_weak_scores", "pseudo_weak_targets", "pseudo_weak_thresholds", "test_tags", "baseline_stage1_tags", "score_unit", "score_with", "score_with_interval", "scores_with_interval", "eval_counts", "search_choice", "select_per_class", "detection_scores_with", "frame_scores",
     "smooth_pseudo_labels", "strong_targets", "tagging_set", "train_unit", "validation_set",
     "variant_training_set",

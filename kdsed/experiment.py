@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -25,14 +26,15 @@ import torch
 from kdsed import distill, schema, stages
 from kdsed.atomic import write_text_atomic
 from kdsed.config import ConfigError, ExperimentConfig, SweepConfig, dump_yaml, from_dict, load_yaml, to_dict
-from kdsed.constants import DEFAULT_SWEEP_CONFIG
+from kdsed.constants import DEFAULT_SWEEP_CONFIG, NUM_CLASSES
 from kdsed.events import MetadataError
 from kdsed.prepare import PreparedData, prepare_data
-from kdsed.pseudolabels import write_pseudo_labels
+from kdsed.pseudolabels import read_pseudo_labels, write_pseudo_labels
 from kdsed.metrics import ClipCounts
 from kdsed.results import StageReport, format_table, in_table_order, results_markdown, seeds_summary
 from kdsed.topline import TOPLINE_SKIPPED_NOTE
 from kdsed.scores_io import write_scores
+from kdsed.search import PostprocessChoice
 from kdsed.safety import OutputError, check_output, has_marker, mark_created
 from kdsed.train import epoch_printer
 
@@ -49,10 +51,13 @@ def run_experiment(cfg: ExperimentConfig, out_dir: Path | str, *, data: Prepared
     data = data or prepare_data(cfg.data, cfg.features)
     reports: list[StageReport] = []
     counts: dict[str, ClipCounts] = {}  # stage -> its eval counts, for the passes' paired comparisons
+    pseudo_counts: dict[str, ClipCounts] = {}  # pass -> its pseudo-labels' counts against the hidden labels
 
     def score(stage: str, units: dict[str, distill.TrainedUnit], t0: float, **kw) -> stages.StageOutcome:
-        outcome = _score(stage, units, cfg, data, t0, earlier=counts, **kw)
+        outcome = _score(stage, units, cfg, data, t0, earlier=counts, earlier_pseudo=pseudo_counts, **kw)
         counts[stage] = outcome.eval_counts
+        if outcome.pseudo_counts is not None:
+            pseudo_counts[stage] = outcome.pseudo_counts
         for subset, scores in outcome.frame_scores(data).items():  # raw scores for re-evaluation (docs/evaluation.md)
             write_scores(out / schema.stage_scores_folder(stage) / schema.scores_file(subset), scores)
         reports.append(outcome.report)
@@ -155,7 +160,43 @@ def summarize_seeds(out_dir: Path) -> str:
     runs = [[StageReport(**r) for r in json.loads((f / schema.RESULTS_JSON).read_text())] for f in folders]
     cfgs = [load_yaml(SweepConfig, f / schema.CONFIG_FILE) for f in folders]
     seeds = [c.train.seed for c in cfgs]
+    for folder, cfg, reports in zip(folders, cfgs, runs):
+        add_pseudo_label_steps(folder, cfg, reports)
     return f"{seeds_markdown(runs, seeds)}\n## Best epoch of each unit\n\n{best_epoch_table(folders, cfgs)}"
+
+
+#: How hard pseudo-labels (0/1 frames) read back as the events they were made from.
+HARD_LABELS = PostprocessChoice(median_windows=(1,) * NUM_CLASSES, gaussian_sigmas=(0.0,) * NUM_CLASSES,
+                                thresholds=(0.5,) * NUM_CLASSES, f1=(math.nan,) * NUM_CLASSES)
+
+
+def add_pseudo_label_steps(folder: Path, cfg: ExperimentConfig, reports: list[StageReport],
+                           data: PreparedData | None = None) -> None:
+    """Give the passes of a finished seed written before kdsed kept them the interval of their pseudo-label F1 and
+    its paired step from the previous pass, from the pass's Parquet pseudo-labels (hard labels only: their 0/1
+    frames are the events the pass handed on). A pass whose recomputed F1 differs from the one it reported is
+    left as it is; so is everything when the data has no hidden labels."""
+    passes = {r.stage: r for r in reports if schema.pass_index(schema.stage_id(r.stage)) is not None and r.pseudo
+              and schema.MACRO_INTERVAL not in r.pseudo}
+    files = {title: folder / schema.pseudo_labels_file(schema.stage_id(title)) for title in passes}
+    files = {title: path for title, path in files.items() if path.is_file()}
+    if not files or cfg.distill.pseudo_strong != "hard":
+        return
+    data = data or prepare_data(cfg.data, cfg.features, progress=False)
+    counts: dict[str, ClipCounts] = {}
+    for title, path in files.items():
+        report = passes[title]
+        labels = read_pseudo_labels(path, frames=data.train.features.shape[1], order=data.train.filenames)
+        found = distill.pseudo_label_counts(data, labels.probs, HARD_LABELS)
+        if found is None or abs(found.scores().macro.f_measure - report.pseudo["macro"]["f_measure"]) > 1e-12:
+            continue
+        counts[title] = found
+        report.pseudo = distill.scores_with_interval(found)
+        k = schema.pass_index(schema.stage_id(title))
+        previous = schema.stage_title(schema.pass_stage(k - 1)) if k > 1 else None
+        if previous in counts:
+            report.comparisons[schema.PSEUDO_VS_PREVIOUS] = stages.paired_comparison(found, counts[previous],
+                                                                                     previous)
 
 
 def best_epoch_table(folders: list[Path], cfgs: list[ExperimentConfig]) -> str:

@@ -138,7 +138,8 @@ def _compared_with(stage: str, comparison: str, report: StageReport) -> str:
         return report.best_single or "best single"
     k = schema.pass_index(stage) or 0
     other = {schema.VS_PREVIOUS: schema.TAGGING if k <= 1 else schema.pass_stage(k - 1),
-             schema.VS_BASELINE: schema.BASELINE_TWO_STAGE, schema.VS_TOPLINE: schema.TOPLINE}[comparison]
+             schema.VS_BASELINE: schema.BASELINE_TWO_STAGE, schema.VS_TOPLINE: schema.TOPLINE,
+             schema.PSEUDO_VS_PREVIOUS: schema.pass_stage(max(k - 1, 1))}[comparison]
     return schema.stage_title(other)
 
 

@@ -82,7 +82,7 @@ PSDS_HEADERS = ("PSDS1", "PSDS2")
 
 def in_table_order(reports: Sequence[StageReport]) -> list[StageReport]:
     """`reports` in the results table's order: baselines, tagging model, passes, topline (`schema.stage_order`)."""
-    return sorted(reports, key=lambda r: schema.stage_order(r.stage.replace(" ", "-")))
+    return sorted(reports, key=lambda r: schema.stage_order(schema.stage_id(r.stage)))
 
 
 def format_table(reports: list[StageReport], *, baseline_with_tagging: bool = True) -> str:
@@ -92,14 +92,15 @@ def format_table(reports: list[StageReport], *, baseline_with_tagging: bool = Tr
     `baseline_with_tagging`: the two were trained together (the sweep), so the baseline's row has no
     wall time and the tagging row's (which then covers both) says so; the serial runner passes False.
     The best macro F1 of the stage rows and the best pseudo-label F1 are in bold; a macro F1 is followed
-    by its 95 % bootstrap interval over the eval clips where the scores carry one.
+    by its 95 % bootstrap interval over the eval clips where the scores carry one, a pass's pseudo-label F1
+    by its interval over the training clips with hidden labels.
     """
     stages = {r.stage for r in reports}
     baseline, tagging = schema.stage_title(schema.BASELINE), schema.stage_title(schema.TAGGING)
     together = baseline_with_tagging and {baseline, tagging} <= stages
-    rows = []  # (label, eval scores, pseudo-label F1, wall time cell, is a stage row, PSDS cells)
+    rows = []  # (label, eval scores, pseudo-label scores, wall time cell, is a stage row, PSDS cells)
     for r in reports:
-        pseudo = r.pseudo.get("macro", {}).get("f_measure") if r.pseudo else None
+        pseudo = r.pseudo if r.pseudo and "macro" in r.pseudo else None
         wall = f"{r.wall_time_s:.0f}"
         if together and r.stage == baseline:
             wall = ""
@@ -110,15 +111,16 @@ def format_table(reports: list[StageReport], *, baseline_with_tagging: bool = Tr
             rows.append((f"{r.stage}, best single ({variant_label(r.best_single)})",
                          r.variants[r.best_single]["eval"], None, "", False, psds_cells(None)))
     best_f1 = _best([percent(row[1]["macro"]["f_measure"]) for row in rows if row[4]])
-    best_pseudo = _best([percent(row[2]) for row in rows if row[2] is not None])
+    best_pseudo = _best([percent(row[2]["macro"]["f_measure"]) for row in rows if row[2] is not None])
     head = ["stage", "F1 [95 % CI]", "P", "R", *(short_class_name(c) for c in CLASSES), "pseudo-label F1",
             *PSDS_HEADERS, "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, ev, pseudo, wall, main, psds in rows:
         f1, p, r = (percent(ev["macro"][k]) for k in ("f_measure", "precision", "recall"))
-        pseudo_cell = "" if pseudo is None else percent(pseudo)
+        pseudo_f1 = "" if pseudo is None else percent(pseudo["macro"]["f_measure"])
+        pseudo_cell = _bold(pseudo_f1, best_pseudo) + ("" if pseudo is None else _interval_cell(pseudo))
         cells = [label, _bold(f1, best_f1 if main else None) + _interval_cell(ev), p, r,
-                 *(percent(ev["class_wise"][c]["f_measure"]) for c in CLASSES), _bold(pseudo_cell, best_pseudo),
+                 *(percent(ev["class_wise"][c]["f_measure"]) for c in CLASSES), pseudo_cell,
                  *psds, wall]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -126,7 +128,8 @@ def format_table(reports: list[StageReport], *, baseline_with_tagging: bool = Tr
 
 _COMPARISON_LABELS = {schema.WINNERS_VS_BEST_SINGLE: "per-class winners - best single ({against})",
                       schema.VS_PREVIOUS: "- {against}", schema.VS_BASELINE: "- {against}",
-                      schema.VS_TOPLINE: "- {against}"}
+                      schema.VS_TOPLINE: "- {against}",
+                      schema.PSEUDO_VS_PREVIOUS: "pseudo-label F1 - {against}'s"}
 
 
 def format_comparisons(reports: list[StageReport]) -> str:
@@ -220,7 +223,7 @@ def _pass_title(k: int) -> str:
 
 
 def _last_pass(stages: dict[str, StageReport]) -> StageReport:
-    k = max(schema.pass_index(s.replace(" ", "-")) or 0 for s in stages)
+    k = max(schema.pass_index(schema.stage_id(s)) or 0 for s in stages)
     return stages[_pass_title(k)]
 
 
@@ -258,7 +261,9 @@ def _target_pseudo(stages: dict[str, StageReport]) -> tuple[str, bool]:
     f1s = [r.pseudo["macro"]["f_measure"] for r in passes if r is not None and r.pseudo]
     if len(f1s) < 3:
         return "n/a", False
-    return " → ".join(percent(x) for x in f1s), f1s[0] < f1s[1] < f1s[2]
+    steps = [r.comparisons.get(schema.PSEUDO_VS_PREVIOUS) for r in passes[1:]]  # type: ignore[union-attr]
+    paired = f" (steps {', '.join(difference_cell(s) for s in steps)})" if None not in steps else ""
+    return " → ".join(percent(x) for x in f1s) + paired, f1s[0] < f1s[1] < f1s[2]
 
 
 _TARGETS = ((f"last pass ≥ {100 * TARGET_F1:.0f} % eval macro F1", _target_f1),

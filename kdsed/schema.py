@@ -81,6 +81,11 @@ def stage_title(stage: str) -> str:
     return stage.replace("-", " ")
 
 
+def stage_id(title: str) -> str:
+    """The inverse of `stage_title`: "pass 2" -> "pass-2"."""
+    return title.replace(" ", "-")
+
+
 def unit_name(stage: str, variant: str | None = None) -> str:
     """A unit's name: the stage for a one-model stage before pass 1, else "<stage>/<variant>"."""
     return stage if variant is None else f"{stage}/{variant}"
@@ -154,12 +159,15 @@ _AVERAGES = ("macro", "micro")
 #: The bootstrap interval of the macro F1 in a scores dict (`{"f_measure": [low, high], "level": ...}`),
 #: logged as `{prefix}_f1_macro_ci_low` / `_ci_high`.
 MACRO_INTERVAL = "macro_interval"
-#: The paired comparisons a stage's report carries (`StageReport.comparisons`): its eval macro F1 minus another's.
+#: The paired comparisons a stage's report carries (`StageReport.comparisons`): its eval macro F1 minus another's,
+#: and for a pass the macro F1 of its pseudo-labels (against the hidden labels of the training clips) minus the
+#: previous pass's.
 WINNERS_VS_BEST_SINGLE = "winners_vs_best_single"
 VS_PREVIOUS = "vs_previous"
 VS_BASELINE = "vs_baseline"
 VS_TOPLINE = "vs_topline"
-COMPARISONS = (WINNERS_VS_BEST_SINGLE, VS_PREVIOUS, VS_BASELINE, VS_TOPLINE)
+PSEUDO_VS_PREVIOUS = "pseudo_vs_previous"
+COMPARISONS = (WINNERS_VS_BEST_SINGLE, VS_PREVIOUS, VS_BASELINE, VS_TOPLINE, PSEUDO_VS_PREVIOUS)
 KD_TOPLINE_RATIO = "kd_topline_ratio"
 _CI_BOUNDS = ("ci_low", "ci_high")
 WALL_TIME = "wall_time_s"
@@ -196,8 +204,10 @@ def score_metrics(prefix: str, scores: Any) -> dict[str, float]:
 
 def comparison_metric(name: str, bound: str = "") -> str:
     """`eval_f1_macro_diff_vs_previous`, `..._ci_low`, `..._ci_high`, `..._share_better` (the share of resamples in
-    which the stage is better): a paired comparison of the eval macro F1."""
-    return f"{score_metric(EVAL, 'f_measure', 'macro')}_diff_{name}" + (f"_{bound}" if bound else "")
+    which the stage is better): a paired comparison of the eval macro F1; `pseudo_f1_macro_diff_vs_previous`, ...
+    for the pseudo-labels'."""
+    prefix, name = (PSEUDO, VS_PREVIOUS) if name == PSEUDO_VS_PREVIOUS else (EVAL, name)
+    return f"{score_metric(prefix, 'f_measure', 'macro')}_diff_{name}" + (f"_{bound}" if bound else "")
 
 
 _DIFF_KEYS = (("point", ""), ("low", _CI_BOUNDS[0]), ("high", _CI_BOUNDS[1]), ("share_a_better", "share_better"))

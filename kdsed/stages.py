@@ -144,6 +144,7 @@ class StageOutcome:
     report: StageReport
     unit_eval: dict[str, dict]  # variant -> its eval scores with the macro-F1 interval (`scores_with_interval`)
     eval_counts: ClipCounts | None = None  # per-clip counts of the merged outputs on `eval` (for paired comparisons)
+    pseudo_counts: ClipCounts | None = None  # a pass's: per-clip counts of its pseudo-labels against the hidden labels
 
     @property
     def is_pass(self) -> bool:
@@ -168,13 +169,16 @@ class StageOutcome:
 
 def score_stage(stage: str, units: Mapping[str, TrainedUnit], choices: Mapping[str, PostprocessChoice],
                 data: PreparedData, *, pseudo_weak: np.ndarray | None = None, started: float | None = None,
-                earlier: Mapping[str, ClipCounts] | None = None) -> StageOutcome:
+                earlier: Mapping[str, ClipCounts] | None = None,
+                earlier_pseudo: Mapping[str, ClipCounts] | None = None) -> StageOutcome:
     """Score a trained stage: per unit and per class winners on `test`, the merged outputs on `test` and `eval`.
 
     `units` and `choices` are keyed by variant name. `pseudo_weak`: the tagging stage's pseudo-weak labels,
     scored against the hidden labels when the data has them. `started`: `time.perf_counter()` when the
     stage began (its report's wall time), else 0. `earlier`: the eval counts of the stages scored before
-    (stage -> `StageOutcome.eval_counts`), for a pass's paired comparisons (`compare_with_earlier`).
+    (stage -> `StageOutcome.eval_counts`), for a pass's paired comparisons (`compare_with_earlier`);
+    `earlier_pseudo`: the passes' `pseudo_counts`, for the paired difference of a pass's pseudo-labels against
+    the previous pass's (`StageReport.comparisons[schema.PSEUDO_VS_PREVIOUS]`).
     """
     scored = {variant: distill.score_unit(data, unit, choices[variant]) for variant, unit in units.items()}
     winners = list(distill.select_per_class({v: o.scored.choice.f1 for v, o in scored.items()}))
@@ -184,20 +188,25 @@ def score_stage(stage: str, units: Mapping[str, TrainedUnit], choices: Mapping[s
     counts = distill.eval_counts(data, merged.eval, choice)
     unit_counts = {v: distill.eval_counts(data, o.outputs.eval, o.scored.choice) for v, o in scored.items()}
     unit_eval = {v: distill.scores_with_interval(c) for v, c in unit_counts.items()}
+    pseudo_counts = distill.pseudo_label_counts(data, merged.train, choice) if is_pass else None
     report = StageReport(schema.stage_title(stage), val.to_json(), distill.scores_with_interval(counts),
-                         wall_time_s=0.0, pseudo=_pseudo_scores(data, merged.train, choice, pseudo_weak, is_pass),
+                         wall_time_s=0.0, pseudo=_pseudo_scores(data, pseudo_counts, pseudo_weak, is_pass),
                          winners=winners if len(scored) > 1 or is_pass else None,
                          variants={v: {"val": o.scored.val.to_json(), "eval": unit_eval[v]}
                                    for v, o in scored.items()} if len(scored) > 1 else {})
     if report.best_single is not None:
-        report.comparisons[schema.WINNERS_VS_BEST_SINGLE] = _paired(counts, unit_counts[report.best_single],
-                                                                    report.best_single)
+        report.comparisons[schema.WINNERS_VS_BEST_SINGLE] = paired_comparison(
+            counts, unit_counts[report.best_single], report.best_single)
     if is_pass and earlier:
         compare_with_earlier(report, stage, counts, earlier)
+    previous_pass = schema.pass_stage(schema.pass_index(stage) - 1) if is_pass else None
+    if pseudo_counts is not None and earlier_pseudo and previous_pass in earlier_pseudo:
+        report.comparisons[schema.PSEUDO_VS_PREVIOUS] = paired_comparison(
+            pseudo_counts, earlier_pseudo[previous_pass], schema.stage_title(previous_pass))
     report.detection = detection_scores(data, merged, choice)
     if started is not None:
         report.wall_time_s = time.perf_counter() - started
-    return StageOutcome(stage, scored, winners, choice, merged, report, unit_eval, counts)
+    return StageOutcome(stage, scored, winners, choice, merged, report, unit_eval, counts, pseudo_counts)
 
 
 def compare_with_earlier(report: StageReport, stage: str, counts: ClipCounts,
@@ -213,14 +222,14 @@ def compare_with_earlier(report: StageReport, stage: str, counts: ClipCounts,
                schema.VS_TOPLINE: schema.TOPLINE}
     for name, other in against.items():
         if other in earlier:
-            report.comparisons[name] = _paired(counts, earlier[other], schema.stage_title(other))
+            report.comparisons[name] = paired_comparison(counts, earlier[other], schema.stage_title(other))
     if schema.TOPLINE in earlier:
         topline_f1 = earlier[schema.TOPLINE].scores().macro.f_measure
         report.kd_topline_ratio = counts.scores().macro.f_measure / topline_f1 if topline_f1 > 0 else None
 
 
-def _paired(a: ClipCounts, b: ClipCounts, against: str) -> dict:
-    """The paired difference a - b of the eval macro F1 as the report keeps it (fractions)."""
+def paired_comparison(a: ClipCounts, b: ClipCounts, against: str) -> dict:
+    """The paired difference a - b of the macro F1 of counts on the same clips, as reports keep it (fractions)."""
     diff = paired_difference_counts(a, b)
     return {"against": against, **diff.macro_f1.to_json(), "share_a_better": diff.to_json()["macro"]["share_a_better"]}
 
@@ -231,15 +240,15 @@ def detection_scores(data: PreparedData, merged: Outputs, choice: PostprocessCho
     return distill.detection_scores_with(data, merged.eval, choice, EVAL)
 
 
-def _pseudo_scores(data: PreparedData, train_probs: np.ndarray, choice: PostprocessChoice,
-                   pseudo_weak: np.ndarray | None, is_pass: bool) -> dict | None:
-    """Quality of what the stage hands on, against the hidden labels (synthetic set only)."""
+def _pseudo_scores(data: PreparedData, pseudo_counts: ClipCounts | None, pseudo_weak: np.ndarray | None,
+                   is_pass: bool) -> dict | None:
+    """Quality of what the stage hands on, against the hidden labels (synthetic set only): a pass's pseudo-labels
+    with the bootstrap interval of their macro F1 over the training clips."""
     if is_pass:
-        quality = distill.pseudo_label_scores(data, train_probs, choice)
-        return quality.to_json() if quality else None
+        return distill.scores_with_interval(pseudo_counts) if pseudo_counts is not None else None
     weak = distill.pseudo_weak_scores(data, pseudo_weak) if pseudo_weak is not None else {}
     return {schema.TAGGING: weak} if weak else None
 
 
 __all__ = ["StageOutcome", "TargetKind", "UnitSpec", "baseline_second_stage", "compare_with_earlier", "first_units",
-           "pass_units", "score_stage", "search_choices", "training_set", "validation_set"]
+           "paired_comparison", "pass_units", "score_stage", "search_choices", "training_set", "validation_set"]

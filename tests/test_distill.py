@@ -232,3 +232,36 @@ def test_smoothing_treats_a_short_clip_as_ending_at_its_last_valid_frame():
     ts = variant_training_set(data, previous, VariantSpec("deep", "median+gaussian"), DistillConfig())
     np.testing.assert_allclose(ts.strong[2, :25, DOG], 1.0, atol=1e-6)
 
+
+
+def test_pseudo_label_counts_score_what_a_pass_hands_on_and_pair_two_passes(monkeypatch):
+    """The pseudo-labels' counts give their event F1 against the hidden labels; two passes' counts pair clip by clip."""
+    from kdsed import distill
+    from kdsed.metrics import bootstrap_counts, event_scores, paired_difference_counts
+    from kdsed.search import apply_postprocessing
+
+    data = tiny_data()
+    probs = np.zeros((4, FRAMES, NUM_CLASSES), np.float32)
+    probs[2, 10:20, DOG] = 0.9   # the in-domain clip's Dog event
+    probs[3, 5:30, CAT] = 0.9    # the out-of-domain clip's Cat event
+    chosen = PostprocessChoice(median_windows=(1,) * NUM_CLASSES, gaussian_sigmas=(0.0,) * NUM_CLASSES,
+                               thresholds=(0.5,) * NUM_CLASSES, f1=(0.5,) * NUM_CLASSES)
+    events = apply_postprocessing(probs, chosen, data.feature_config, data.train.filenames,
+                                  n_valid_frames=data.train.n_frames)
+    hidden = {f: events.get(f, []) for f in data.train.filenames}  # the truth: exactly these two events
+    monkeypatch.setattr(data, "hidden_reference", lambda: hidden)
+    right = distill.pseudo_label_counts(data, probs, chosen)
+    assert right.filenames == tuple(sorted(hidden)) and int(right.n_ref.sum()) == 2 and int(right.tp.sum()) == 2
+    assert right.scores().to_json() == event_scores(hidden, hidden).to_json()
+    assert distill.pseudo_label_scores(data, probs, chosen).macro.f_measure == 1.0
+    half = probs.copy()
+    half[3] = 0.0  # the next pass loses the Cat event: Cat's F1 goes from 1 to 0, macro F1 from 1 to 0.5
+    worse = distill.pseudo_label_counts(data, half, chosen)
+    assert worse.scores().macro.f_measure == 0.5
+    diff = paired_difference_counts(worse, right).macro_f1
+    assert diff.point == -0.5 and diff.low <= -0.5 <= diff.high
+    same = paired_difference_counts(right, right).macro_f1
+    assert (same.point, same.low, same.high) == (0.0, 0.0, 0.0)
+    assert bootstrap_counts(right).macro_f1.point == 1.0
+    monkeypatch.setattr(data, "hidden_reference", lambda: None)
+    assert distill.pseudo_label_counts(data, probs, chosen) is None

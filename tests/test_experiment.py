@@ -116,3 +116,40 @@ def test_summarize_rebuilds_the_tables_of_the_finished_seeds(tmp_path, capsys):
     assert out.startswith(seeds_markdown(runs[:2], seeds) + "\n## Best epoch of each unit\n")
     assert out.endswith("| unit | epochs | seed 0 | seed 1 | best at the last epoch |\n|---|---|---|---|---|\n\n")  # no checkpoints
     assert "| target | seed 0 | seed 1 | met in |" in seeds_markdown(runs[:2], seeds)
+
+
+def test_summarize_gives_older_seeds_the_pseudo_label_intervals_from_their_parquet_files(tmp_path, monkeypatch):
+    """A finished seed of a version that kept no pseudo-label interval gets it from its hard pseudo-labels, and each
+    pass its paired step from the pass before; a pass whose labels do not give the F1 it reported is left alone."""
+    import numpy as np
+
+    from kdsed import distill, schema
+    from kdsed.config import ExperimentConfig
+    from kdsed.constants import NUM_CLASSES
+    from kdsed.experiment import HARD_LABELS, add_pseudo_label_steps
+    from kdsed.pseudolabels import PseudoLabels, write_pseudo_labels
+    from kdsed.results import StageReport
+    from kdsed.search import apply_postprocessing
+    from test_distill import CAT, DOG, FRAMES, tiny_data
+
+    data = tiny_data()
+    both = np.zeros((4, FRAMES, NUM_CLASSES), np.float32)
+    both[2, 10:20, DOG], both[3, 5:30, CAT] = 1.0, 1.0
+    events = apply_postprocessing(both, HARD_LABELS, data.feature_config, data.train.filenames,
+                                  n_valid_frames=data.train.n_frames)
+    monkeypatch.setattr(data, "hidden_reference", lambda: {f: events.get(f, []) for f in data.train.filenames})
+    dog_only = both.copy()
+    dog_only[3] = 0.0
+    reports = []
+    for k, labels in ((1, both), (2, dog_only), (3, dog_only)):
+        write_pseudo_labels(tmp_path / schema.pseudo_labels_file(schema.pass_stage(k)),
+                            PseudoLabels(data.train.filenames, labels, data.train.n_frames, {}))
+        pseudo = distill.pseudo_label_counts(data, labels, HARD_LABELS).scores().to_json()
+        reports.append(StageReport(f"pass {k}", {}, {}, 1.0, pseudo=pseudo))
+    reports[2].pseudo = {**reports[2].pseudo, "macro": {**reports[2].pseudo["macro"], "f_measure": 0.3}}
+    add_pseudo_label_steps(tmp_path, ExperimentConfig(), reports, data=data)
+    assert reports[0].pseudo["macro"]["f_measure"] == 1.0 and schema.MACRO_INTERVAL in reports[0].pseudo
+    assert schema.PSEUDO_VS_PREVIOUS not in reports[0].comparisons
+    step = reports[1].comparisons[schema.PSEUDO_VS_PREVIOUS]
+    assert step["against"] == "pass 1" and step["point"] == -0.5 and step["low"] <= -0.5 <= step["high"]
+    assert schema.MACRO_INTERVAL not in reports[2].pseudo and not reports[2].comparisons

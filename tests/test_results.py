@@ -219,3 +219,30 @@ def test_the_sweeps_winner_table_shows_the_last_pass_not_the_topline_after_it():
     # eval F1 of class k: 0.2 + k / 100 in pass 2, 0.4 + k / 100 in the topline
     assert rows[0] == f"| {CLASSES[0]} | deep-none | 9 | 0.50 | 25.00 | 20.00 |"
     assert rows[9].endswith("| 29.00 |")
+
+
+def test_pseudo_label_f1_carries_its_interval_and_the_targets_its_paired_steps():
+    from kdsed import schema
+    from kdsed.results import format_comparisons, format_targets
+
+    def pseudo(f1: float, low: float, high: float) -> dict:
+        return {**scores(f1, 0, 0), schema.MACRO_INTERVAL: {"f_measure": [low, high], "level": 0.95}}
+
+    def step(against: str, point: float, low: float, high: float) -> dict:
+        return {"against": against, "point": point, "low": low, "high": high, "share_a_better": 0.1}
+
+    run = [StageReport("pass 1", scores(0.2, 0, 0), scores(0.2, 0, 0), 1.0, pseudo=pseudo(0.2, 0.18, 0.22)),
+           StageReport("pass 2", scores(0.2, 0, 0), scores(0.3, 0, 0), 1.0, pseudo=pseudo(0.3254, 0.30, 0.35),
+                       comparisons={schema.PSEUDO_VS_PREVIOUS: step("pass 1", 0.1254, 0.10, 0.15)}),
+           StageReport("pass 3", scores(0.2, 0, 0), scores(0.3, 0, 0), 1.0, pseudo=pseudo(0.3083, 0.29, 0.33),
+                       comparisons={schema.PSEUDO_VS_PREVIOUS: step("pass 2", -0.0171, -0.0312, -0.0035)})]
+    table = format_table(run).splitlines()
+    assert table[3].split(" | ")[-4] == "**32.54** [30.00, 35.00]"  # pass 2's pseudo-label F1: the best, in bold
+    assert table[4].split(" | ")[-4] == "30.83 [29.00, 33.00]"
+    assert format_targets([run], [0]).splitlines()[-1] == (
+        "| pseudo-label F1 rising, pass 1 → 2 → 3 | 20.00 → 32.54 → 30.83 (steps +12.54 [+10.00, +15.00], "
+        "-1.71 [-3.12, -0.35]) ✗ | 0 of 1 |")
+    assert "| pass 3 | pseudo-label F1 - pass 2's | -1.71 [-3.12, -0.35] | 10.0 % |  |" in format_comparisons(run)
+    metrics = schema.comparison_metrics(run[2].comparisons, None)
+    assert metrics["pseudo_f1_macro_diff_vs_previous_ci_high"] == -0.0035
+    assert schema.comparisons_from_metrics(metrics)[schema.PSEUDO_VS_PREVIOUS]["point"] == -0.0171

@@ -74,7 +74,8 @@ def comparable(outcome: stages.StageOutcome) -> dict:
     report = asdict(outcome.report)
     report.pop("wall_time_s")
     return {"report": report, "choice": outcome.choice.to_dict(), "winners": outcome.winners,
-            "eval_counts": outcome.eval_counts.to_json()}
+            "eval_counts": outcome.eval_counts.to_json(),
+            "pseudo_counts": outcome.pseudo_counts.to_json() if outcome.pseudo_counts is not None else None}
 
 
 @pytest.mark.slow
@@ -100,11 +101,13 @@ def test_score_stage_on_the_sweeps_units_gives_the_sweeps_reports(finished_sweep
 
     first = stages.first_units(cfg, hidden_labels=True)
     pseudo_weak = distill.pseudo_weak_targets(data, _stored(first[-1])[1], cfg.distill)
-    earlier = {}
+    earlier, earlier_pseudo = {}, {}
 
     def scored(stage: str, specs: list, **kw) -> stages.StageOutcome:
-        outcome = score(stage, specs, earlier=earlier, **kw)
+        outcome = score(stage, specs, earlier=earlier, earlier_pseudo=earlier_pseudo, **kw)
         earlier[stage] = outcome.eval_counts
+        if outcome.pseudo_counts is not None:
+            earlier_pseudo[stage] = outcome.pseudo_counts
         return outcome
 
     outcomes = [scored(schema.BASELINE, first[:1]), scored(schema.TOPLINE, first[1:3]),
@@ -113,8 +116,10 @@ def test_score_stage_on_the_sweeps_units_gives_the_sweeps_reports(finished_sweep
                 *(scored(schema.pass_stage(k), stages.pass_units(cfg, k)) for k in range(1, cfg.distill.passes + 1))]
     for outcome in outcomes:
         assert comparable(outcome) == saved_stage(folder, outcome.stage), outcome.stage
-    # The passes' paired comparisons: against the stage before, the two-stage baseline and the topline.
+    # The passes' paired comparisons: against the stage before, the two-stage baseline and the topline; their
+    # pseudo-labels against the previous pass's (pass 1 has none before it).
     assert set(outcomes[-1].report.comparisons) == set(schema.COMPARISONS)
+    assert schema.PSEUDO_VS_PREVIOUS not in outcomes[4].report.comparisons
     assert outcomes[-1].report.kd_topline_ratio is not None
     # What the sweep hands from pass to pass: its Parquet files hold the merged outputs' labels (`pseudo_strong`).
     from kdsed.pseudolabels import read_pseudo_labels

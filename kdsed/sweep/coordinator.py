@@ -65,18 +65,20 @@ class FinishedStage:
     choice: PostprocessChoice
     winners: list[str]
     eval_counts: ClipCounts | None = None  # the merged outputs' per-clip counts on eval (later paired comparisons)
+    pseudo_counts: ClipCounts | None = None  # a pass's pseudo-labels' counts against the hidden labels (the same)
 
     def to_json(self) -> bytes:
-        counts = self.eval_counts.to_json() if self.eval_counts is not None else None
+        counts = {key: c.to_json() if c is not None else None
+                  for key, c in (("eval_counts", self.eval_counts), ("pseudo_counts", self.pseudo_counts))}
         return json.dumps({"report": asdict(self.report), "choice": self.choice.to_dict(),
-                           "winners": self.winners, "eval_counts": counts}).encode()
+                           "winners": self.winners, **counts}).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> FinishedStage:
         saved = json.loads(raw)
-        counts = saved.get("eval_counts")
+        counts = [ClipCounts.from_json(c) if c else None for c in (saved.get("eval_counts"), saved.get("pseudo_counts"))]
         return cls(StageReport(**saved["report"]), PostprocessChoice.from_dict(saved["choice"]), saved["winners"],
-                   ClipCounts.from_json(counts) if counts else None)
+                   *counts)
 
 
 @dataclass
@@ -109,6 +111,7 @@ class Coordinator:
         self._data: PreparedData | None = None
         self._refs: dict[str, Any] = {}  # object-store references the units' workers read
         self.counts: dict[str, ClipCounts] = {}  # stage -> eval counts of its merged outputs (paired comparisons)
+        self.pseudo_counts: dict[str, ClipCounts] = {}  # pass -> its pseudo-labels' counts (the same, pass to pass)
         self._unit_runtime_env: dict[str, Any] = {}
         self._progress: ProgressChannel | None = None
         self._steps: tracking.StepLog | None = None
@@ -322,15 +325,20 @@ class Coordinator:
             finished = FinishedStage.from_json(self.storage.read_bytes(schema.stage_path(self.state.sweep_id, stage)))
             if finished.eval_counts is not None:
                 self.counts[stage] = finished.eval_counts
+            if finished.pseudo_counts is not None:
+                self.pseudo_counts[stage] = finished.pseudo_counts
             return finished
         started = time.perf_counter() if started is None else started
         stored = self.train_units(specs)
         units = {schema.unit_variant(name): distill.TrainedUnit(name, u.result, u.outputs) for name, u in stored.items()}
         outcome = stages.score_stage(stage, units, self.tune(stage, units), self.data, pseudo_weak=pseudo_weak,
-                                     started=started, earlier=self.counts)
+                                     started=started, earlier=self.counts, earlier_pseudo=self.pseudo_counts)
         self.counts[stage] = outcome.eval_counts
+        if outcome.pseudo_counts is not None:
+            self.pseudo_counts[stage] = outcome.pseudo_counts
         self._log_stage(outcome)
-        finished = FinishedStage(outcome.report, outcome.choice, outcome.winners, outcome.eval_counts)
+        finished = FinishedStage(outcome.report, outcome.choice, outcome.winners, outcome.eval_counts,
+                                 outcome.pseudo_counts)
         self.storage.write_bytes(schema.stage_path(self.state.sweep_id, stage), finished.to_json())
         self.state.stages_done.append(stage)
         self.state.save(self.storage)
