@@ -8,6 +8,10 @@ next pseudo-labels as Parquet to the sweep storage, log everything to MLflow
 and register the per-class winners. State is saved after every unit and stage,
 so `--resume` continues from the last finished unit.
 
+Scoring a stage needs no CPU of Ray's, and pass 1 needs none of stage 0's scores (only the tagger's and the
+baseline's outputs): so stage 0's stages are scored while pass 1 trains, and the two-stage baseline as soon as
+its unit is done, beside pass 1 (`Meanwhile`: work the coordinator does between the progress polls of a round).
+
 Several sweeps may run at once against one MLflow store and one storage root:
 each has its own id (time + random suffix), its own folder
 `<storage>/sweeps/<id>/`, its own runs (found by the `kdsed.sweep_id` tag) and
@@ -25,7 +29,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import ray
@@ -51,6 +55,10 @@ from kdsed.topline import TOPLINE_SKIPPED_NOTE
 
 #: How often the coordinator reads the units' progress while they train (seconds).
 PROGRESS_POLL_S = 0.5
+
+#: Work the coordinator does in its own process while a round trains: (the units it needs trained, the work).
+#: Done in order, each once every unit it needs is recorded; what is left when the round ends is done then.
+Meanwhile = list[tuple[tuple[str, ...], Callable[[], Any]]]
 
 
 def log(message: str) -> None:
@@ -95,8 +103,9 @@ class SweepSummary:
 class Coordinator:
     """One sweep: its config, storage, state, MLflow tracker, data and the arrays broadcast to its units.
 
-    `set_up()` prepares the data, starts Ray and opens the sweep's parent run; then `run_first_stage()`,
-    `run_pass(k)` for k = 1..N and `finish(reports)`, or `run_sweep` for all of it.
+    `set_up()` prepares the data, starts Ray and opens the sweep's parent run; then `run_first_stage()` (whose
+    scoring it returns for `run_pass(1, meanwhile=...)`), `run_pass(k)` for k = 1..N and `finish(reports)`, or
+    `run_sweep` for all of it.
     """
 
     def __init__(self, cfg: SweepConfig, *, resume: bool | str = False) -> None:
@@ -191,26 +200,43 @@ class Coordinator:
 
     # ---- training --------------------------------------------------------------------------------
 
-    def train_units(self, specs: list[UnitSpec]) -> dict[str, StoredUnit]:
-        """Train every unit not yet done, all at once; returns every unit of `specs` read from storage."""
+    def train_units(self, specs: list[UnitSpec], *, meanwhile: Meanwhile | None = None) -> dict[str, StoredUnit]:
+        """Train every unit not yet done, all at once; returns every unit of `specs` read from storage.
+
+        `meanwhile`: work done between the round's progress polls (see `Meanwhile`; the list is emptied). Its time
+        counts as its own (search, MLflow), not as training.
+        """
         pending = [s for s in specs if s.name not in self.state.units]
+        tasks = meanwhile if meanwhile is not None else []
         if pending:
             rc = self.cfg.ray
             placement = plan_placement(len(pending), rc.workers_per_variant, rc.use_gpu, rc.cpus_per_variant,
                                        rc.units_per_gpu)
             t0 = time.perf_counter()
             with console.PassProgress({s.name: s.train.epochs for s in pending}) as progress:
-                errors = self._fit_all(pending, placement, t0, progress)
-            self.timings["training"] += time.perf_counter() - t0
+                errors, busy_s = self._fit_all(pending, placement, t0, progress, tasks)
+            self.timings["training"] += time.perf_counter() - t0 - busy_s
+            self.run_ready(tasks)  # what the failed units do not hold back is saved before the error
             if errors:
                 raise RuntimeError("units failed after Ray's retries (finished units are saved; use --resume):\n"
                                    + "\n".join(errors))
+        self.run_ready(tasks, all_of_them=True)
         return {s.name: self.read_unit(s) for s in specs}
 
+    def run_ready(self, tasks: Meanwhile, *, all_of_them: bool = False) -> float:
+        """Do the tasks at the head of `tasks` whose units are trained (`all_of_them`: every task, in order);
+        returns the seconds it took."""
+        t0 = time.perf_counter()
+        while tasks and (all_of_them or all(u in self.state.units for u in tasks[0][0])):
+            _, work = tasks.pop(0)
+            work()
+        return time.perf_counter() - t0
+
     def _fit_all(self, specs: list[UnitSpec], placement: Placement, t0: float,
-                 progress: console.PassProgress) -> list[str]:
+                 progress: console.PassProgress, tasks: Meanwhile) -> tuple[list[str], float]:
         """Fit the units as one round (or as many as the cluster runs at once), showing and logging their
-        epochs, recording each as it finishes; returns the failures."""
+        epochs, recording each as it finishes and doing the `tasks` that are ready between polls; returns the
+        failures and the seconds spent on the tasks."""
         runs = self._open_unit_runs(specs)
         resources = ray.cluster_resources()
         size = units_at_once(placement, resources.get("CPU", 1), resources.get("GPU", 0))
@@ -222,10 +248,11 @@ class Coordinator:
         rounds = {fit.remote([(s, self.unit_folder(s)) for s in chunk], self._refs,
                              self._settings(chunk, placement, part=k + 1 if len(chunks) > 1 else None)): chunk
                   for k, chunk in enumerate(chunks)}
-        pending, errors = {s.name: s for s in specs}, []
+        pending, errors, busy_s = {s.name: s for s in specs}, [], 0.0
         while rounds:
             ready, _ = ray.wait(list(rounds), num_returns=1, timeout=PROGRESS_POLL_S)
             self._show_progress(progress, runs, pending, errors, t0)
+            busy_s += self.run_ready(tasks)
             if not ready:
                 continue
             chunk = rounds.pop(ready[0])
@@ -240,7 +267,7 @@ class Coordinator:
                 if spec.name in pending:
                     self._unit_failed(progress, pending.pop(spec.name), "no outcome reported", "no outcome reported",
                                       errors)
-        return errors
+        return errors, busy_s
 
     def _unit_failed(self, progress: console.PassProgress, spec: UnitSpec, error: str, first_line: str,
                      errors: list[str]) -> None:
@@ -399,46 +426,57 @@ class Coordinator:
             labels = read_pseudo_labels(local, frames=self.data.train.features.shape[1], order=self.data.train.filenames)
         return labels.probs
 
-    def run_first_stage(self) -> list[StageReport]:
+    def run_first_stage(self) -> list[Callable[[], FinishedStage]]:
         """Stage 0: the baseline's stage 1, the tagging model and the topline need only the data: trained together.
 
-        Leaves the tagger's pseudo-weak labels broadcast for pass 1.
+        Leaves the tagger's pseudo-weak labels broadcast for pass 1, and returns the scoring of stage 0's stages,
+        in table order, for `run_pass(1, meanwhile=...)` to do while pass 1 trains.
         """
         if self.cfg.distill.run_topline and not self.trains_topline:
             log(TOPLINE_SKIPPED_NOTE)
         first = stages.first_units(self.cfg, hidden_labels=self.trains_topline)
         started = time.perf_counter()
         self.train_units([s for s in first if s.stage not in self.state.stages_done])
+        trained_s = time.perf_counter() - started
         tagger = self.read_unit(first[-1])
         pseudo_weak = distill.pseudo_weak_targets(self.data, tagger.outputs, self.cfg.distill)
-        reports = []
-        for stage in dict.fromkeys(s.stage for s in first):
-            # The tagging row's wall time covers all of stage 0 (the results table says "with baseline").
-            kw = {"started": started, "pseudo_weak": pseudo_weak} if stage == schema.TAGGING else {}
-            reports.append(self.run_stage(stage, [s for s in first if s.stage == stage], **kw).report)
         self.broadcast("pseudo_weak", pseudo_weak)
-        return reports
 
-    def run_pass(self, k: int) -> list[FinishedStage]:
+        def score(stage: str) -> FinishedStage:
+            # The tagging row's wall time is stage 0's training and its own scoring ("with baseline" in the table).
+            kw = ({"started": time.perf_counter() - trained_s, "pseudo_weak": pseudo_weak}
+                  if stage == schema.TAGGING else {})
+            return self.run_stage(stage, [s for s in first if s.stage == stage], **kw)
+        return [lambda stage=stage: score(stage) for stage in dict.fromkeys(s.stage for s in first)]
+
+    def run_pass(self, k: int, *, meanwhile: Sequence[Callable[[], FinishedStage]] = ()) -> list[FinishedStage]:
         """Pass k: its units trained on the previous pass's pseudo-labels (pass 1: on the pseudo-weak labels).
 
-        Pass 1 trains together with stage 2 of the two-stage baseline (both need only stage 0); that stage is
-        scored first and returned before the pass.
+        Pass 1 trains together with stage 2 of the two-stage baseline (both need only stage 0), which is scored
+        as soon as its unit is done. `meanwhile`: earlier stages' scoring, done (first) while the pass trains.
+        Returns what `meanwhile` returned, the two-stage baseline's stage and the pass's, in that order.
         """
         stage = schema.pass_stage(k)
-        if k > 1 and stage not in self.state.stages_done:
+        done = self.state.stages_done
+        if k > 1 and stage not in done:
             self.broadcast("previous", self.pseudo_labels(schema.pass_stage(k - 1)))
         specs = stages.pass_units(self.cfg, k)
         beside = stages.baseline_second_stage(self.cfg) if k == 1 else []  # a finished one is read back, not retrained
-        to_train = [s for s in beside if s.stage not in self.state.stages_done]
-        if to_train:
+        finished: list[FinishedStage] = []
+        tasks: Meanwhile = [((), lambda work=work: finished.append(work())) for work in meanwhile]
+        tasks += [((s.name,), lambda s=s: finished.append(self.run_stage(s.stage, [s]))) for s in beside]
+        to_train = [s for s in (*beside, *specs) if s.stage not in done]
+        if any(s.stage not in done for s in beside):
             baseline = self.read_unit(stages.first_units(self.cfg)[0])
             self.broadcast("baseline_tags", distill.baseline_stage1_tags(self.data, baseline.outputs))
-            if stage not in self.state.stages_done:
-                self.train_units(to_train + specs)
-        log(f"{stage}/{self.cfg.distill.passes}: {len(specs) + len(to_train)} unit(s)")
-        done = [self.run_stage(s.stage, [s]) for s in beside]
-        return [*done, self.run_stage(stage, specs)]
+        log(f"{stage}/{self.cfg.distill.passes}: {len(to_train)} unit(s)"
+            + (f"; scoring the {len(meanwhile)} stage(s) before it meanwhile" if meanwhile else ""))
+        started = time.perf_counter()
+        if to_train:
+            self.train_units(to_train, meanwhile=tasks)
+        else:
+            self.run_ready(tasks, all_of_them=True)
+        return [*finished, self.run_stage(stage, specs, started=started)]
 
     def finish(self, reports: list[StageReport]) -> None:
         """The parent run's results and figures; the sweep marked finished."""
@@ -466,11 +504,11 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | str = False) -> SweepSummary:
     """
     coord = Coordinator(cfg, resume=resume)
     coord.set_up()
-    reports = coord.run_first_stage()
-    passes, pass_times = cfg.distill.passes, []
+    first = coord.run_first_stage()
+    passes, pass_times, reports = cfg.distill.passes, [], []
     for k in range(1, passes + 1):
         t0 = time.perf_counter()
-        *_, last = finished = coord.run_pass(k)
+        *_, last = finished = coord.run_pass(k, meanwhile=first if k == 1 else ())
         reports += [f.report for f in finished]
         pass_times.append(time.perf_counter() - t0)
         if k < passes:

@@ -92,6 +92,8 @@ def test_smoke_sweep_prints_kdsed_lines_only_and_logs_epochs_live(tmp_path: Path
         for k in range(1, epochs + 1):
             assert f"[{unit}] epoch {k}/{epochs}  train " in done.stderr
     assert "compare runs:  mlflow ui --backend-store-uri" in done.stdout
+    # Stage 0's stages are scored while pass 1 trains (they need nothing more from it).
+    assert done.stderr.index("] tagging done in ") > done.stderr.index("] training baseline-2stage, pass-1/deep ")
     assert_epochs_logged_live(tmp_path, {"tagging": cfg["tagging_train"]["epochs"], "pass-2/deep-none": epochs,
                                          "pass-2/shallow-median": epochs})
 

@@ -162,3 +162,37 @@ def test_a_resumed_pass_1_reads_back_the_finished_two_stage_baseline(smoke, monk
         monkeypatch.setattr(coord, name, lambda *a, _n=name, **kw: calls.append((_n,)), raising=False)
     assert coord.run_pass(1) == ["baseline-2stage", "pass-1"]
     assert calls == [("stage", "baseline-2stage"), ("stage", "pass-1")]
+
+
+def test_pass_1_scores_stage_0_while_it_trains_and_the_two_stage_baseline_once_its_unit_is_done(smoke, monkeypatch):
+    """Stage 0's stages are scored in the pass-1 round (they need no further training), the two-stage baseline's
+    as soon as its unit is recorded, pass 1's after its units; the stages keep the table's order."""
+    from types import SimpleNamespace
+
+    from kdsed.sweep import coordinator as coordinator_module
+    from kdsed.sweep.coordinator import Coordinator
+    from kdsed.sweep.workers import Placement
+
+    coord = object.__new__(Coordinator)
+    coord.cfg, coord._data, coord.timings = smoke, object(), {"training": 0.0}
+    coord.state = SimpleNamespace(stages_done=[], units={})
+    calls = []
+
+    def fit_all(specs, placement, t0, progress, tasks):  # the round's loop: a unit recorded, then what is ready
+        for spec in specs:
+            coord.state.units[spec.name] = "record"
+            calls.append(("trained", spec.name))
+            coord.run_ready(tasks)
+        return [], 0.0
+
+    monkeypatch.setattr(coordinator_module, "plan_placement", lambda *a, **kw: Placement(1, False, 1.0, 1))
+    monkeypatch.setattr(coordinator_module.distill, "baseline_stage1_tags", lambda *a: None)
+    monkeypatch.setattr(coord, "_fit_all", fit_all, raising=False)
+    monkeypatch.setattr(coord, "run_stage", lambda stage, specs, **kw: calls.append(("stage", stage)) or stage,
+                        raising=False)
+    for name in ("broadcast", "read_unit"):
+        monkeypatch.setattr(coord, name, lambda *a, **kw: SimpleNamespace(outputs=None), raising=False)
+    stage_0 = [lambda stage=stage: coord.run_stage(stage, []) for stage in ("baseline", "topline", "tagging")]
+    assert coord.run_pass(1, meanwhile=stage_0) == ["baseline", "topline", "tagging", "baseline-2stage", "pass-1"]
+    assert calls == [("trained", "baseline-2stage"), ("stage", "baseline"), ("stage", "topline"), ("stage", "tagging"),
+                     ("stage", "baseline-2stage"), ("trained", "pass-1/deep"), ("stage", "pass-1")]
