@@ -223,13 +223,15 @@ class Coordinator:
         self.run_ready(tasks, all_of_them=True)
         return {s.name: self.read_unit(s) for s in specs}
 
-    def run_ready(self, tasks: Meanwhile, *, all_of_them: bool = False) -> float:
-        """Do the tasks at the head of `tasks` whose units are trained (`all_of_them`: every task, in order);
-        returns the seconds it took."""
-        t0 = time.perf_counter()
-        while tasks and (all_of_them or all(u in self.state.units for u in tasks[0][0])):
+    def run_ready(self, tasks: Meanwhile, *, all_of_them: bool = False, at_most: int | None = None) -> float:
+        """Do the tasks at the head of `tasks` whose units are trained (`all_of_them`: every task, in order;
+        `at_most`: that many at most); returns the seconds it took."""
+        t0, done = time.perf_counter(), 0
+        while tasks and (at_most is None or done < at_most) and \
+                (all_of_them or all(u in self.state.units for u in tasks[0][0])):
             _, work = tasks.pop(0)
             work()
+            done += 1
         return time.perf_counter() - t0
 
     def _fit_all(self, specs: list[UnitSpec], placement: Placement, t0: float,
@@ -252,7 +254,7 @@ class Coordinator:
         while rounds:
             ready, _ = ray.wait(list(rounds), num_returns=1, timeout=PROGRESS_POLL_S)
             self._show_progress(progress, runs, pending, errors, t0)
-            busy_s += self.run_ready(tasks)
+            busy_s += self.run_ready(tasks, at_most=1)  # the round's progress is shown between tasks
             if not ready:
                 continue
             chunk = rounds.pop(ready[0])

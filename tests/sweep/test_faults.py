@@ -64,20 +64,28 @@ def sweep_id_in(cwd: Path) -> str | None:
 
 
 def kill_training_worker(proc, cwd: Path, root: Path, unit: str, timeout_s: float = 600) -> int:
-    """SIGKILL the Ray Train worker of `unit` (its rank in its round's trainer) once it finished its first epoch
-    (so it is mid-training)."""
-    start = time.time()
-    while f"[{unit}] epoch 1/" not in (cwd / "stderr.txt").read_text(errors="replace"):
+    """SIGKILL the Ray Train worker of `unit` as soon as it recorded its start in the unit's `attempts/` folder.
+
+    From then until it stores the unit, the worker trains; a retry trains from the start, so any moment of that
+    span tests the same thing. The worker's own record is watched, not the console: the coordinator shows a
+    round's epochs between the earlier stages' scoring (`Coordinator.run_ready`), so a short unit can end
+    before its first epoch is printed.
+    """
+    start, records = time.time(), []
+    while not records:
         assert proc.poll() is None, f"the sweep ended ({proc.returncode}) before {unit} trained; see {cwd}/stderr.txt"
         assert time.time() - start < timeout_s, f"{unit} did not start training in {timeout_s} s"
-        time.sleep(0.2)
-    attempts = root / "storage" / schema.unit_folder(sweep_id_in(cwd), unit) / schema.UNIT_ATTEMPTS
-    records = [json.loads(p.read_text()) for p in attempts.glob("*.json")]
+        time.sleep(0.1)
+        sweep_id = sweep_id_in(cwd)
+        if sweep_id is not None:
+            folder = root / "storage" / schema.unit_folder(sweep_id, unit)
+            records = [json.loads(p.read_text()) for p in (folder / schema.UNIT_ATTEMPTS).glob("*.json")]
     [worker] = records  # one worker per unit: the only one that wrote into its folder yet
     process = Path(f"/proc/{worker['pid']}")
     assert process.exists(), f"{unit}'s worker (pid {worker['pid']}) finished before it could be killed"
     cmdline = (process / "cmdline").read_bytes()
     assert b"RayTrainWorker" in cmdline, f"pid {worker['pid']} is not a Ray Train worker: {cmdline!r}"
+    assert not (folder / schema.UNIT_SUMMARY).exists(), f"{unit} was stored before its worker could be killed"
     os.kill(worker["pid"], signal.SIGKILL)
     return worker["pid"]
 
