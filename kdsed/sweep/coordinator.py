@@ -125,6 +125,7 @@ class Coordinator:
         self._progress: ProgressChannel | None = None
         self._steps: tracking.StepLog | None = None
         self._started = time.perf_counter()
+        self._training = False  # a round of units is in flight (set by `_fit_all`)
 
     @property
     def data(self) -> PreparedData:
@@ -250,7 +251,18 @@ class Coordinator:
         rounds = {fit.remote([(s, self.unit_folder(s)) for s in chunk], self._refs,
                              self._settings(chunk, placement, part=k + 1 if len(chunks) > 1 else None)): chunk
                   for k, chunk in enumerate(chunks)}
-        pending, errors, busy_s = {s.name: s for s in specs}, [], 0.0
+        pending, errors = {s.name: s for s in specs}, []
+        self._training = True  # the rounds hold the CPUs: a search done meanwhile asks for none (`tune`)
+        try:
+            return self._wait_rounds(rounds, pending, errors, progress, runs, t0, tasks)
+        finally:
+            self._training = False
+
+    def _wait_rounds(self, rounds: dict, pending: dict[str, UnitSpec], errors: list[str],
+                     progress: console.PassProgress, runs: dict[str, str], t0: float,
+                     tasks: Meanwhile) -> tuple[list[str], float]:
+        """Poll the `rounds` (Ray refs -> their units) until every one returned; see `_fit_all`."""
+        busy_s = 0.0
         while rounds:
             ready, _ = ray.wait(list(rounds), num_returns=1, timeout=PROGRESS_POLL_S)
             self._show_progress(progress, runs, pending, errors, t0)
@@ -341,7 +353,7 @@ class Coordinator:
             {variant: u.outputs.test for variant, u in units.items()}, self.data.reference(TEST),
             test.filenames, test.n_frames, self.data.feature_config, self.cfg.postprocess,
             n_ranges=self.cfg.ray.tune_trials_per_variant, storage_path=self.storage.uri(schema.TUNE_RUNS),
-            name=schema.ray_run_name(self.state.sweep_id, stage))
+            name=schema.ray_run_name(self.state.sweep_id, stage), cpus_per_trial=0 if self._training else 1)
         self.timings["tuning"] += time.perf_counter() - t0
         return choices
 

@@ -37,17 +37,29 @@ def _trial(config: dict[str, Any], inputs: dict[str, Any]) -> None:
     tune.report({"choice": json.dumps(choice.to_dict())})
 
 
+def _trial_resources(cpus: float) -> dict[str, float]:
+    """A trial's Ray resources. Tune refuses a request of nothing: a trial of no CPU asks for 64 MiB of memory
+    (Ray's logical memory resource, which a round of units does not hold)."""
+    return {"cpu": cpus} if cpus else {"cpu": 0, "memory": 64 * 2**20}
+
+
 def tune_postprocessing(probs: Mapping[str, np.ndarray], reference: EventTable, filenames: Sequence[str],
                         n_frames: np.ndarray, feature_cfg: FeatureConfig, grid: PostprocessConfig, *,
-                        n_ranges: int, storage_path: str, name: str) -> dict[str, PostprocessChoice]:
-    """Per variant, the per-class (window, threshold) choice, searched with Ray Tune trials."""
+                        n_ranges: int, storage_path: str, name: str, cpus_per_trial: float = 1,
+                        ) -> dict[str, PostprocessChoice]:
+    """Per variant, the per-class (window, threshold) choice, searched with Ray Tune trials.
+
+    `cpus_per_trial=0`: for a search run while a round of units holds the cluster's CPUs (which would
+    otherwise keep every trial waiting for the round to end); its trials then run one at a time in one
+    reused actor, sharing the cores with the units.
+    """
     inputs = {"probs": dict(probs), "reference": reference, "filenames": list(filenames), "n_frames": n_frames,
               "feature_config": feature_cfg, "grid": grid}
     ranges = window_ranges(grid.median_windows, n_ranges)
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trial, inputs=inputs), {"cpu": 1}),
+        tune.with_resources(tune.with_parameters(_trial, inputs=inputs), _trial_resources(cpus_per_trial)),
         param_space={"variant": tune.grid_search(list(probs)), "windows": tune.grid_search(ranges)},
-        tune_config=tune.TuneConfig(reuse_actors=True),
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=None if cpus_per_trial else 1),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),
     )
     with keep_handlers():  # Tune installs signal handlers per search and leaves them (kdsed.sweep.interrupts)

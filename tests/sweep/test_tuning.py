@@ -12,6 +12,7 @@ from kdsed.search import search_postprocessing
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(300)  # a search waiting for CPUs would wait forever
 def test_tune_postprocessing_equals_the_whole_grid_search(tmp_path):
     import ray
 
@@ -25,8 +26,21 @@ def test_tune_postprocessing_equals_the_whole_grid_search(tmp_path):
     try:
         tuned = tune_postprocessing(probs, reference, files, n_valid, CFG, grid, n_ranges=2,
                                     storage_path=str(tmp_path / "tune"), name="test")
+        # While a round of units holds every CPU, the coordinator's search asks for none and still runs.
+        @ray.remote(num_cpus=2)
+        class CpuHolder:  # holds its CPUs, like a round's Ray Train workers
+            def ready(self) -> bool:
+                return True
+
+        holder = CpuHolder.remote()
+        ray.get(holder.ready.remote())
+        assert ray.available_resources().get("CPU", 0) == 0
+        meanwhile = tune_postprocessing(probs, reference, files, n_valid, CFG, grid, n_ranges=2,
+                                        storage_path=str(tmp_path / "tune"), name="test-meanwhile", cpus_per_trial=0)
     finally:
         ray.shutdown()
+    for name in probs:
+        assert_same_choice(meanwhile[name], tuned[name])
     assert set(tuned) == set(probs)
     for name, p in probs.items():
         assert_same_choice(tuned[name], search_postprocessing(p, reference, files, CFG, grid, n_valid_frames=n_valid))
