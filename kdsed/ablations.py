@@ -16,6 +16,10 @@ The fixes (docs/ablations.md holds the measured table):
 * `baseline`: the official two-stage baseline instead of its first stage alone;
 * `budget`: the learning curves (validation loss per epoch) of the tagger and the topline at the config's
   epochs and at twice as many, batch 32 and 8, from which the training budget is chosen;
+* `teacher`: pass 3's variants trained on the pseudo-labels of pass 2's ensemble (the mean of its variants'
+  probabilities) instead of its per-class winners (the paper's), pass 2 trained once on pass 1's labels; rows also
+  pair the two teachers' pseudo-label F1 over the training clips with hidden labels, and pass 2's ensemble against
+  its winners on `eval`;
 * `precision`: the topline's deep and shallow units trained under bf16 autocast instead of fp32 (the speed-up
   on a CPU with AMX or on a GPU, and what it costs in F1; the note gives each arm's training clips/s).
 """
@@ -38,9 +42,10 @@ import numpy as np
 import torch
 
 from kdsed.atomic import write_bytes_atomic, write_text_atomic
-from kdsed.config import ConfigError, ExperimentConfig, PostprocessConfig, SweepConfig, load_yaml
+from kdsed.config import ConfigError, ExperimentConfig, PostprocessConfig, SweepConfig, from_dict, load_yaml, to_dict
 from kdsed.events import MetadataError
 from kdsed.metrics import ClipCounts, paired_difference_counts
+from kdsed.experiment import with_threads
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.results import percent
 from kdsed.safety import OutputError, check_output, has_marker, mark_created
@@ -49,7 +54,9 @@ from kdsed.train import EpochLog, VariantResult, epoch_printer
 
 #: kdsed's first post-processing grid (windows to 33 frames, 1.4 s): the "before" of the `windows` ablation.
 SHORT_WINDOWS = (1, 3, 5, 7, 9, 13, 17, 25, 33)
-ABLATIONS = ("windows", "pseudo-weak", "pseudo-strong", "baseline", "sru", "budget", "precision")
+ABLATIONS = ("windows", "pseudo-weak", "pseudo-strong", "baseline", "sru", "budget", "precision", "teacher")
+#: The two teachers of the `teacher` ablation (`DistillConfig.pseudo_teacher`), before and after.
+TEACHERS = ("winners", "ensemble")
 
 
 @dataclass
@@ -86,6 +93,11 @@ def _scored_arm(label: str, data: PreparedData, unit: distill.TrainedUnit, choic
     history = unit.result.history
     return Arm(label, distill.scores_with_interval(counts), counts, unit.result.best_epoch, len(history),
                [round(h.val_loss, 5) for h in history])
+
+
+def _counts_arm(label: str, counts: ClipCounts) -> Arm:
+    """An arm that is no single unit (a stage's winners, an ensemble, pseudo-labels): its counts alone."""
+    return Arm(label, distill.scores_with_interval(counts), counts, 0, 0, [])
 
 
 def _row(name: str, what: str, before: Arm, after: Arm, note: str = "") -> AblationRow:
@@ -210,6 +222,52 @@ class Ablations:
                              "of pass 1", *arms))
         return rows
 
+    def pass_units(self, k: int, previous: np.ndarray, made_by: str) -> dict[str, distill.TrainedUnit]:
+        """Pass k's variants trained on `previous`, their names tagged with what made those labels."""
+        return {s.variant: self.train(replace(s, name=f"{s.name}-{made_by}"), previous=previous)
+                for s in stages.pass_units(self.cfg, k)}
+
+    def teacher(self) -> list[AblationRow]:
+        """Pass 3 on the labels of pass 2's ensemble vs its per-class winners, from the same pass 2."""
+        cfg, data, grid = self.cfg, self.data, self.cfg.postprocess
+        first = self.first_pass()
+        labels = distill.pseudo_strong_labels(data, first.outputs.train,
+                                              distill.search_choice(data, first.outputs.test, grid), cfg.distill)
+        second = self.pass_units(2, labels, f"{cfg.distill.pseudo_strong}-from-{cfg.distill.pseudo_weak}")
+        choices = stages.search_choices(second, data, grid)
+        outcome2 = {kind: stages.score_stage(schema.pass_stage(2), second, choices, data,
+                                             ensemble_grid=grid if kind == "ensemble" else None) for kind in TEACHERS}
+        outcome3 = {}
+        for kind in TEACHERS:
+            third = self.pass_units(3, outcome2[kind].pseudo_labels(data, cfg.distill).probs, f"from-{kind}-teacher")
+            outcome3[kind] = stages.score_stage(schema.pass_stage(3), third, stages.search_choices(third, data, grid),
+                                                data, ensemble_grid=grid if kind == "ensemble" else None)
+        ensemble2 = outcome2["ensemble"].teacher
+        rows = [_row("teacher-ensemble-eval", f"pass 2: the ensemble of its {len(second)} variants vs its per-class "
+                     "winners (eval)", _counts_arm("per-class winners", outcome2["winners"].eval_counts),
+                     _counts_arm("ensemble", distill.eval_counts(data, ensemble2.outputs.eval, ensemble2.choice))),
+                _row("teacher-pass-3", "pass 3 (per-class winners) on the labels of pass 2's ensemble vs of its "
+                     "per-class winners (eval)", _counts_arm("winners' labels", outcome3["winners"].eval_counts),
+                     _counts_arm("ensemble's labels", outcome3["ensemble"].eval_counts),
+                     note=self.teacher_note(outcome2, outcome3))]
+        if outcome2["winners"].pseudo_counts is not None:  # the data has hidden labels
+            rows[1:1] = [_row("teacher-labels-pass-2", "pass 2's pseudo-labels: its ensemble's vs its per-class "
+                              "winners' (F1 over the training clips, against their hidden labels)",
+                              _counts_arm("winners", outcome2["winners"].pseudo_counts),
+                              _counts_arm("ensemble", outcome2["ensemble"].pseudo_counts))]
+            rows.append(_row("teacher-labels-pass-3", "pass 3's pseudo-labels, each arm's own teacher (F1 over the "
+                             "training clips)", _counts_arm("winners", outcome3["winners"].pseudo_counts),
+                             _counts_arm("ensemble", outcome3["ensemble"].pseudo_counts)))
+        return rows
+
+    @staticmethod
+    def teacher_note(outcome2: dict[str, stages.StageOutcome], outcome3: dict[str, stages.StageOutcome]) -> str:
+        """Each arm's eval macro F1 and pseudo-label F1 (%) from pass 2 to pass 3."""
+        f1 = lambda o: percent(o.report.eval["macro"]["f_measure"])  # noqa: E731
+        pseudo = lambda o: percent(o.report.pseudo["macro"]["f_measure"]) if o.report.pseudo else "-"  # noqa: E731
+        return "; ".join(f"{kind} teacher: eval F1 pass 2 -> 3 {f1(outcome2[kind])} -> {f1(outcome3[kind])}, "
+                         f"pseudo-label F1 {pseudo(outcome2[kind])} -> {pseudo(outcome3[kind])}" for kind in TEACHERS)
+
     def baseline(self) -> AblationRow:
         """The baseline's first stage alone vs the two-stage recipe."""
         [first] = [s for s in stages.first_units(self.cfg) if s.stage == schema.BASELINE]
@@ -258,7 +316,7 @@ class Ablations:
         steps: dict[str, Callable[[], AblationRow | list[AblationRow]]] = {
             "windows": self.windows, "sru": self.sru, "pseudo-weak": self.pseudo_weak,
             "pseudo-strong": self.pseudo_strong, "baseline": self.baseline,
-            "budget": self.budget, "precision": self.precision}
+            "budget": self.budget, "precision": self.precision, "teacher": self.teacher}
         rows: list[AblationRow] = []
         for name in names:
             t0 = time.perf_counter()
@@ -310,10 +368,16 @@ def format_ablations(rows: list[AblationRow]) -> str:
         d = r.difference
         cells = [r.what, _arm_cell(r.before), _arm_cell(r.after),
                  f"{100 * d['point']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]",
-                 f"{r.before.best_epoch}/{r.before.epochs}, {r.after.best_epoch}/{r.after.epochs}"]
+                 _epochs_cell(r.before, r.after)]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {r.note}" for r in rows if r.note]
     return "\n".join(lines) + "\n" + ("\n" + "\n".join(notes) + "\n" if notes else "")
+
+
+def _epochs_cell(before: Arm, after: Arm) -> str:
+    if not (before.epochs and after.epochs):
+        return "-"  # not single units (a stage's winners, an ensemble, pseudo-labels)
+    return f"{before.best_epoch}/{before.epochs}, {after.best_epoch}/{after.epochs}"
 
 
 def _arm_cell(arm: Arm) -> str:
@@ -326,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=Path("sweeps/laptop.yaml"))
     parser.add_argument("--out", type=Path, default=Path(schema.DEFAULT_WORKDIR) / "ablations")
     parser.add_argument("--only", default=",".join(ABLATIONS), help=f"comma-separated, of {', '.join(ABLATIONS)}")
+    parser.add_argument("--synth-seed", type=int, default=None,
+                        help="seed of the synthetic data set (default: the config's data.synth_seed)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of every training (default: the config's, else torch's)")
     parser.add_argument("--force", action="store_true", help="write into --out even if kdsed did not make it")
     args = parser.parse_args(argv)
     names = tuple(n for n in args.only.split(",") if n)
@@ -336,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
         check_output(args.out, flag="--out", kind="folder", inputs=[args.config], force=args.force,
                      made_by_kdsed=has_marker, replaced_whole=False)
         cfg = load_yaml(SweepConfig, args.config)
+        if args.synth_seed is not None:
+            cfg = from_dict(SweepConfig, to_dict(replace(cfg, data=replace(cfg.data, synth_seed=args.synth_seed))))
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ConfigError(f"--threads {args.threads}: expected a number of threads >= 1")
+            cfg = with_threads(cfg, args.threads)
         args.out.mkdir(parents=True, exist_ok=True)
         mark_created(args.out, "kdsed.ablations")
         data = prepare_data(cfg.data, cfg.features)

@@ -196,6 +196,11 @@ class DistillConfig:
     #: default: pass 2 learns +1.57 [-0.49, +3.66] (deep) and +5.06 [+3.16, +7.24] (shallow) points better from them
     #: (docs/ablations.md).
     pseudo_strong: typing.Literal["hard", "soft"] = "hard"
+    #: Which model of a pass makes those targets: "winners" = per class, the variant that scores best on `test`
+    #: (the paper's choice); "ensemble" = the mean of all the pass's variants' frame probabilities, post-processed
+    #: as the whole-grid search chooses on `test` for that mean (a pass of one variant hands on its own either way).
+    #: The final results and the registry stay the per-class winners' (`python -m kdsed.ablations --only teacher`).
+    pseudo_teacher: typing.Literal["winners", "ensemble"] = "winners"
     pseudo_median_window: int = 9
     pseudo_gaussian_sigma: float = 2.0
     mask_weak_clips: bool = True

@@ -273,6 +273,17 @@ def combine_winners(outcomes: Mapping[str, VariantOutcome], winners: Sequence[st
     return merged, choice
 
 
+def ensemble_outputs(outcomes: Mapping[str, VariantOutcome]) -> Outputs:
+    """The mean of the variants' frame probabilities on every clip set (clip probabilities too when all have them)."""
+    outs = [o.outputs for o in outcomes.values()]
+    if not outs:
+        raise ValueError("no variants to average")
+    mean = lambda arrays: np.mean(np.stack(arrays), axis=0).astype(np.float32)  # noqa: E731
+    clip = {k: mean([getattr(o, k) for o in outs]) if all(getattr(o, k) is not None for o in outs) else None
+            for k in ("train_clip", "test_clip")}
+    return Outputs(mean([o.train for o in outs]), mean([o.test for o in outs]), mean([o.eval for o in outs]), **clip)
+
+
 def pseudo_label_counts(data: PreparedData, train_probs: np.ndarray, choice: PostprocessChoice) -> ClipCounts | None:
     """Per-clip event counts of the training pseudo-labels against the hidden true labels, over the clips that
     have them (synthetic set only; None elsewhere). `.scores()` gives their event scores; a bootstrap over
@@ -306,7 +317,7 @@ def pseudo_weak_scores(data: PreparedData, targets: np.ndarray) -> dict[str, flo
 
 
 __all__ = [
-    "Outputs", "Scored", "TrainedUnit", "VariantOutcome", "combine_winners", "predict_all",
+    "Outputs", "Scored", "TrainedUnit", "VariantOutcome", "combine_winners", "ensemble_outputs", "predict_all",
     "pseudo_label_counts", "pseudo_label_scores",
     "pseudo_strong_labels", "pseudo_weak_scores", "pseudo_weak_targets", "pseudo_weak_thresholds", "test_tags", "baseline_stage1_tags", "score_unit", "score_with", "score_with_interval", "scores_with_interval", "eval_counts", "search_choice", "select_per_class", "detection_scores_with", "frame_scores",
     "smooth_pseudo_labels", "strong_targets", "tagging_set", "train_unit", "validation_set",

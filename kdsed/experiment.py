@@ -237,7 +237,8 @@ def _train(spec: stages.UnitSpec, cfg: ExperimentConfig, data: PreparedData, out
 def _score(stage: str, units: dict[str, distill.TrainedUnit], cfg: ExperimentConfig, data: PreparedData,
            started: float, **kw) -> stages.StageOutcome:
     choices = stages.search_choices(units, data, cfg.postprocess)
-    return stages.score_stage(stage, units, choices, data, started=started, **kw)
+    return stages.score_stage(stage, units, choices, data, started=started, ensemble_grid=stages.teacher_grid(cfg),
+                              **kw)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,8 @@ Schema (readable with `pandas.read_parquet`):
 
 A clip has exactly its valid frames (no padding rows). The file's schema
 metadata key `kdsed` holds JSON: pass index, classes, hop_s, frame_offset_s,
-the per-class winners that wrote the labels and `targets` (hard or soft).
+the pass's per-class winners, `teacher` (what wrote the labels: those winners, or the
+ensemble of the pass's variants, `distill.pseudo_teacher`) and `targets` (hard or soft).
 """
 
 from __future__ import annotations

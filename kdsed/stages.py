@@ -133,6 +133,28 @@ def search_choices(units: Mapping[str, TrainedUnit], data: PreparedData,
 
 
 @dataclass
+class Teacher:
+    """What makes a pass's pseudo-labels: its per-class winners, or the ensemble (the mean) of its variants, with
+    the post-processing that turns their probabilities into events."""
+
+    kind: str  # "winners" or "ensemble" (`DistillConfig.pseudo_teacher`)
+    outputs: Outputs
+    choice: PostprocessChoice
+
+
+def ensemble_teacher(units: Mapping[str, VariantOutcome], data: PreparedData, grid: PostprocessConfig) -> Teacher:
+    """The mean of the variants' probabilities, post-processed as the whole-grid search chooses on `test`."""
+    outputs = distill.ensemble_outputs(units)
+    return Teacher("ensemble", outputs, distill.search_choice(data, outputs.test, grid))
+
+
+def teacher_grid(cfg: ExperimentConfig) -> PostprocessConfig | None:
+    """`score_stage`'s `ensemble_grid` for a config (`.distill`, `.postprocess`): its grid when the config's passes
+    hand on the ensemble of their variants, else None."""
+    return cfg.postprocess if cfg.distill.pseudo_teacher == "ensemble" else None
+
+
+@dataclass
 class StageOutcome:
     """A scored stage: its units, per-class winners and their merged outputs and choice, its report row."""
 
@@ -145,6 +167,7 @@ class StageOutcome:
     unit_eval: dict[str, dict]  # variant -> its eval scores with the macro-F1 interval (`scores_with_interval`)
     eval_counts: ClipCounts | None = None  # per-clip counts of the merged outputs on `eval` (for paired comparisons)
     pseudo_counts: ClipCounts | None = None  # a pass's: per-clip counts of its pseudo-labels against the hidden labels
+    teacher: Teacher | None = None  # a pass's: what makes its pseudo-labels (None: the per-class winners)
 
     @property
     def is_pass(self) -> bool:
@@ -161,16 +184,19 @@ class StageOutcome:
         if not self.is_pass:
             raise ValueError(f"{self.stage} writes no strong pseudo-labels (only passes do)")
         fc = data.feature_config
+        teacher = self.teacher or Teacher("winners", self.merged, self.choice)
         meta = {"pass": schema.stage_index(self.stage), **meta, "winners": dict(zip(CLASSES, self.winners)),
-                "targets": cfg.pseudo_strong, "hop_s": fc.hop_s, "frame_offset_s": fc.frame_offset_s}
-        labels = distill.pseudo_strong_labels(data, self.merged.train, self.choice, cfg)
+                "teacher": teacher.kind, "targets": cfg.pseudo_strong, "hop_s": fc.hop_s,
+                "frame_offset_s": fc.frame_offset_s}
+        labels = distill.pseudo_strong_labels(data, teacher.outputs.train, teacher.choice, cfg)
         return PseudoLabels(data.train.filenames, labels, data.train.n_frames, meta)
 
 
 def score_stage(stage: str, units: Mapping[str, TrainedUnit], choices: Mapping[str, PostprocessChoice],
                 data: PreparedData, *, pseudo_weak: np.ndarray | None = None, started: float | None = None,
                 earlier: Mapping[str, ClipCounts] | None = None,
-                earlier_pseudo: Mapping[str, ClipCounts] | None = None) -> StageOutcome:
+                earlier_pseudo: Mapping[str, ClipCounts] | None = None,
+                ensemble_grid: PostprocessConfig | None = None) -> StageOutcome:
     """Score a trained stage: per unit and per class winners on `test`, the merged outputs on `test` and `eval`.
 
     `units` and `choices` are keyed by variant name. `pseudo_weak`: the tagging stage's pseudo-weak labels,
@@ -178,7 +204,9 @@ def score_stage(stage: str, units: Mapping[str, TrainedUnit], choices: Mapping[s
     stage began (its report's wall time), else 0. `earlier`: the eval counts of the stages scored before
     (stage -> `StageOutcome.eval_counts`), for a pass's paired comparisons (`compare_with_earlier`);
     `earlier_pseudo`: the passes' `pseudo_counts`, for the paired difference of a pass's pseudo-labels against
-    the previous pass's (`StageReport.comparisons[schema.PSEUDO_VS_PREVIOUS]`).
+    the previous pass's (`StageReport.comparisons[schema.PSEUDO_VS_PREVIOUS]`). `ensemble_grid` (`teacher_grid`):
+    a pass of several variants hands on the ensemble of its variants, post-processed as searched on this grid
+    (its pseudo-label scores are then the ensemble's); None: its per-class winners.
     """
     scored = {variant: distill.score_unit(data, unit, choices[variant]) for variant, unit in units.items()}
     winners = list(distill.select_per_class({v: o.scored.choice.f1 for v, o in scored.items()}))
@@ -188,7 +216,10 @@ def score_stage(stage: str, units: Mapping[str, TrainedUnit], choices: Mapping[s
     counts = distill.eval_counts(data, merged.eval, choice)
     unit_counts = {v: distill.eval_counts(data, o.outputs.eval, o.scored.choice) for v, o in scored.items()}
     unit_eval = {v: distill.scores_with_interval(c) for v, c in unit_counts.items()}
-    pseudo_counts = distill.pseudo_label_counts(data, merged.train, choice) if is_pass else None
+    teacher = (ensemble_teacher(scored, data, ensemble_grid) if is_pass and ensemble_grid is not None and len(scored) > 1
+               else None)
+    labeller = teacher or Teacher("winners", merged, choice)
+    pseudo_counts = distill.pseudo_label_counts(data, labeller.outputs.train, labeller.choice) if is_pass else None
     report = StageReport(schema.stage_title(stage), val.to_json(), distill.scores_with_interval(counts),
                          wall_time_s=0.0, pseudo=_pseudo_scores(data, pseudo_counts, pseudo_weak, is_pass),
                          winners=winners if len(scored) > 1 or is_pass else None,
@@ -206,7 +237,7 @@ def score_stage(stage: str, units: Mapping[str, TrainedUnit], choices: Mapping[s
     report.detection = detection_scores(data, merged, choice)
     if started is not None:
         report.wall_time_s = time.perf_counter() - started
-    return StageOutcome(stage, scored, winners, choice, merged, report, unit_eval, counts, pseudo_counts)
+    return StageOutcome(stage, scored, winners, choice, merged, report, unit_eval, counts, pseudo_counts, teacher)
 
 
 def compare_with_earlier(report: StageReport, stage: str, counts: ClipCounts,
@@ -250,5 +281,5 @@ def _pseudo_scores(data: PreparedData, pseudo_counts: ClipCounts | None, pseudo_
     return {schema.TAGGING: weak} if weak else None
 
 
-__all__ = ["StageOutcome", "TargetKind", "UnitSpec", "baseline_second_stage", "compare_with_earlier", "first_units",
+__all__ = ["StageOutcome", "TargetKind", "Teacher", "ensemble_teacher", "teacher_grid", "UnitSpec", "baseline_second_stage", "compare_with_earlier", "first_units",
            "paired_comparison", "pass_units", "score_stage", "search_choices", "training_set", "validation_set"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from kdsed import schema
 from kdsed.ablations import Arm, _load_unit, _row, _save_unit, format_ablations
@@ -85,3 +86,45 @@ def test_the_precision_ablation_trains_each_topline_unit_in_fp32_and_bf16(monkey
     assert [r.name for r in rows] == ["precision-deep", "precision-shallow"]
     assert rows[0].note.startswith("training clips/s: fp32 100.0, bf16 150.0 (1.50x;")
     assert rows[0].difference["point"] == 0.0
+
+
+@pytest.mark.slow
+def test_the_teacher_ablation_trains_pass_2_once_and_pass_3_per_teacher(smoke_workdir, tmp_path):
+    """On the smoke set, for real: pass 2's variants are trained once; pass 3's once per teacher. The ensemble row's
+    arm is the mean of pass 2's variants scored on eval; the label rows pair both teachers over the training clips.
+    Run again, every unit comes from the cache and the rows are the same."""
+    from dataclasses import replace
+
+    from kdsed import ablations, distill, stages
+    from kdsed.config import SweepConfig, load_yaml
+    from kdsed.prepare import prepare_data
+    from support.sweep_runs import REPO
+
+    cfg = load_yaml(SweepConfig, REPO / "sweeps" / "smoke.yaml")
+    cfg = replace(cfg, data=replace(cfg.data, workdir=str(smoke_workdir)))
+    data = prepare_data(cfg.data, cfg.features, progress=False)
+    rows = ablations.Ablations(cfg, data, tmp_path).teacher()
+    assert [r.name for r in rows] == ["teacher-ensemble-eval", "teacher-labels-pass-2", "teacher-pass-3",
+                                      "teacher-labels-pass-3"]
+    variants = len(cfg.distill.variants)
+    # tagger, pass 1, pass 2's variants, pass 3's variants twice
+    assert len(list((tmp_path / "units").glob("*.pt"))) == 2 + variants + 2 * variants
+    again = ablations.Ablations(cfg, data, tmp_path)
+    second = {s.variant: again.train(replace(s, name=f"{s.name}-hard-from-soft"))
+              for s in stages.pass_units(cfg, 2)}  # from the cache: no training targets needed
+    mean = distill.ensemble_outputs({v: distill.VariantOutcome(v, u.result, u.outputs, None) for v, u in second.items()})
+    ens = stages.ensemble_teacher({v: distill.VariantOutcome(v, u.result, u.outputs, None) for v, u in second.items()},
+                                  data, cfg.postprocess)
+    expected = distill.eval_counts(data, mean.eval, ens.choice)
+    assert rows[0].after.counts.to_json() == expected.to_json()
+    for row in rows:  # each arm's interval holds its point; each difference is after - before
+        for a in (row.before, row.after):
+            low, high = a.eval_scores[schema.MACRO_INTERVAL]["f_measure"]
+            assert low <= a.eval_scores["macro"]["f_measure"] <= high
+        assert row.difference["low"] <= row.difference["point"] <= row.difference["high"]
+        after, before = row.after.counts.scores().macro.f_measure, row.before.counts.scores().macro.f_measure
+        assert abs(row.difference["point"] - (after - before)) < 1e-12
+    assert rows[2].note.startswith("winners teacher: eval F1 pass 2 -> 3 ")
+    assert "-" in format_ablations(rows).splitlines()[2].split("|")[-2]  # no best epoch for a stage's arms
+    assert [r.difference for r in again.teacher()] == [r.difference for r in rows]
+    assert len(list((tmp_path / "units").glob("*.pt"))) == 2 + 3 * variants

@@ -16,6 +16,7 @@ from kdsed.distill import (
     Scored,
     VariantOutcome,
     combine_winners,
+    ensemble_outputs,
     pseudo_strong_labels,
     pseudo_weak_targets,
     select_per_class,
@@ -104,6 +105,19 @@ def test_combine_winners_takes_class_c_from_winner_c():
 
 
 # --- smoothing and targets -------------------------------------------------------------------------
+
+
+def test_the_ensemble_is_the_mean_of_the_variants_on_every_clip_set():
+    a, b = outcome("a", 0.2), outcome("b", 0.6)
+    mean = ensemble_outputs({"a": a, "b": b})
+    for k, expected in (("train", 0.4), ("test", 1.4), ("eval", 2.4)):
+        np.testing.assert_allclose(getattr(mean, k), expected, rtol=1e-6)
+        assert getattr(mean, k).dtype == np.float32
+    assert mean.train_clip is None  # not every variant has clip probabilities
+    a.outputs.train_clip, b.outputs.train_clip = np.full((4, NUM_CLASSES), 0.1), np.full((4, NUM_CLASSES), 0.3)
+    np.testing.assert_allclose(ensemble_outputs({"a": a, "b": b}).train_clip, 0.2, rtol=1e-6)
+    with pytest.raises(ValueError, match="no variants"):
+        ensemble_outputs({})
 
 
 def test_smoothing_none_median_and_gaussian():

@@ -16,8 +16,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["--config", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"kdsed.experiment: error: {bad}: distill.pases: unknown key; known keys here: "
-                   "mask_weak_clips, passes, pseudo_gaussian_sigma, pseudo_median_window, pseudo_strong, pseudo_weak, "
-                   "pseudo_weak_threshold, run_baseline, run_topline, variants"]
+                   "mask_weak_clips, passes, pseudo_gaussian_sigma, pseudo_median_window, pseudo_strong, pseudo_teacher, "
+                   "pseudo_weak, pseudo_weak_threshold, run_baseline, run_topline, variants"]
     smoke = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.yaml"
     assert main(["--config", str(smoke), "--passes", "0", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip() == "kdsed.experiment: error: distill.passes: must be >= 1"

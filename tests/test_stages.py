@@ -54,6 +54,35 @@ def test_a_unit_without_the_labels_it_trains_on_is_refused():
         stages.training_set(stages.baseline_second_stage(cfg)[0], None, cfg.distill)
 
 
+def test_a_pass_hands_on_what_its_teacher_labels():
+    """`pseudo_labels` turns the teacher's training-clip probabilities into targets under the teacher's own choice;
+    without a teacher, the per-class winners' merged outputs under their choices."""
+    from kdsed import distill
+    from kdsed.constants import NUM_CLASSES
+    from kdsed.results import StageReport
+    from kdsed.search import PostprocessChoice
+    from test_distill import FRAMES, tiny_data
+
+    data = tiny_data()
+    at = lambda t: PostprocessChoice(median_windows=(1,) * NUM_CLASSES, gaussian_sigmas=(0.0,) * NUM_CLASSES,  # noqa: E731
+                                     thresholds=(t,) * NUM_CLASSES, f1=(0.5,) * NUM_CLASSES)
+    ramp = np.broadcast_to(np.linspace(0, 1, FRAMES, dtype=np.float32)[None, :, None], (4, FRAMES, NUM_CLASSES))
+    winners = distill.Outputs(ramp.copy(), None, None)
+    cfg = DistillConfig()
+    outcome = stages.StageOutcome("pass-2", {}, ["deep-none"] * NUM_CLASSES, at(0.5), winners,
+                                  StageReport("pass 2", {}, {}, 0.0), {})
+    labels = outcome.pseudo_labels(data, cfg)
+    np.testing.assert_array_equal(labels.probs, distill.pseudo_strong_labels(data, ramp, at(0.5), cfg))
+    assert labels.meta["teacher"] == "winners" and labels.probs[0, :, 0].sum() == FRAMES // 2
+    outcome.teacher = stages.Teacher("ensemble", distill.Outputs(ramp * 0.5, None, None), at(0.25))
+    labels = outcome.pseudo_labels(data, cfg)
+    assert labels.meta["teacher"] == "ensemble" and labels.meta["winners"]["Dog"] == "deep-none"
+    np.testing.assert_array_equal(labels.probs, distill.pseudo_strong_labels(data, ramp * 0.5, at(0.25), cfg))
+    assert stages.teacher_grid(ExperimentConfig()) is None
+    ensemble = ExperimentConfig(distill=DistillConfig(pseudo_teacher="ensemble"))
+    assert stages.teacher_grid(ensemble) is ensemble.postprocess
+
+
 # ---- on the finished smoke sweep -------------------------------------------------------------------
 
 
@@ -177,3 +206,38 @@ def test_serial_runner_gives_the_sweeps_reports(finished_sweep, tmp_path):
         assert serial.filenames == sweep.filenames
         np.testing.assert_array_equal(serial.probs, sweep.probs)
         assert serial.meta == {key: v for key, v in sweep.meta.items() if key != "sweep_id"}
+
+
+@pytest.mark.slow
+def test_an_ensemble_teacher_hands_on_the_mean_of_the_pass_and_reports_its_labels(finished_sweep):
+    """Pass 2 of the smoke sweep scored again with `pseudo_teacher: ensemble`: the same winners and eval scores,
+    but its pseudo-labels (and their reported F1 against the hidden labels) are the mean of its two variants'
+    probabilities under the whole-grid search's choice for that mean."""
+    from kdsed import distill
+    from kdsed.prepare import prepare_data
+    from kdsed.sweep.storage import Storage
+    from kdsed.sweep.units import read_unit
+
+    cfg, folder = sweep_setup(finished_sweep)
+    data = prepare_data(cfg.data, cfg.features, progress=False)
+    storage = Storage(str(folder.parents[1]))
+    specs = stages.pass_units(cfg, 2)
+    units = {}
+    for spec in specs:
+        stored = read_unit(storage, schema.unit_folder(folder.name, spec.name), spec.train)
+        units[spec.variant] = distill.TrainedUnit(spec.name, stored.result, stored.outputs)
+    choices = stages.search_choices(units, data, cfg.postprocess)
+    winners = stages.score_stage("pass-2", units, choices, data)
+    ensemble = stages.score_stage("pass-2", units, choices, data, ensemble_grid=cfg.postprocess)
+    assert winners.teacher is None and ensemble.teacher.kind == "ensemble"
+    assert ensemble.winners == winners.winners and ensemble.report.eval == winners.report.eval
+    mean = np.mean([u.outputs.train for u in units.values()], axis=0)
+    np.testing.assert_allclose(ensemble.teacher.outputs.train, mean, rtol=1e-6)
+    assert ensemble.teacher.choice == distill.search_choice(data, ensemble.teacher.outputs.test, cfg.postprocess)
+    expected = distill.pseudo_label_counts(data, ensemble.teacher.outputs.train, ensemble.teacher.choice)
+    assert ensemble.pseudo_counts.to_json() == expected.to_json()
+    assert ensemble.report.pseudo["macro"]["f_measure"] == expected.scores().macro.f_measure
+    labels = ensemble.pseudo_labels(data, cfg.distill)
+    assert labels.meta["teacher"] == "ensemble"
+    np.testing.assert_array_equal(labels.probs, distill.pseudo_strong_labels(
+        data, ensemble.teacher.outputs.train, ensemble.teacher.choice, cfg.distill))

@@ -373,7 +373,8 @@ class Coordinator:
         stored = self.train_units(specs)
         units = {schema.unit_variant(name): distill.TrainedUnit(name, u.result, u.outputs) for name, u in stored.items()}
         outcome = stages.score_stage(stage, units, self.tune(stage, units), self.data, pseudo_weak=pseudo_weak,
-                                     started=started, earlier=self.counts, earlier_pseudo=self.pseudo_counts)
+                                     started=started, earlier=self.counts, earlier_pseudo=self.pseudo_counts,
+                                     ensemble_grid=stages.teacher_grid(self.cfg))
         self.counts[stage] = outcome.eval_counts
         if outcome.pseudo_counts is not None:
             self.pseudo_counts[stage] = outcome.pseudo_counts
