@@ -237,6 +237,7 @@ class Ablations:
         choices = stages.search_choices(second, data, grid)
         outcome2 = {kind: stages.score_stage(schema.pass_stage(2), second, choices, data,
                                              ensemble_grid=grid if kind == "ensemble" else None) for kind in TEACHERS}
+        print(f"[kdsed.ablations] teacher: pass 2 scored; {self.teacher_note(outcome2)}", file=sys.stderr, flush=True)
         outcome3 = {}
         for kind in TEACHERS:
             third = self.pass_units(3, outcome2[kind].pseudo_labels(data, cfg.distill).probs, f"from-{kind}-teacher")
@@ -261,12 +262,13 @@ class Ablations:
         return rows
 
     @staticmethod
-    def teacher_note(outcome2: dict[str, stages.StageOutcome], outcome3: dict[str, stages.StageOutcome]) -> str:
-        """Each arm's eval macro F1 and pseudo-label F1 (%) from pass 2 to pass 3."""
+    def teacher_note(*outcomes: dict[str, stages.StageOutcome]) -> str:
+        """Each arm's eval macro F1 and pseudo-label F1 (%) from pass to pass (2, then 3 when given)."""
         f1 = lambda o: percent(o.report.eval["macro"]["f_measure"])  # noqa: E731
         pseudo = lambda o: percent(o.report.pseudo["macro"]["f_measure"]) if o.report.pseudo else "-"  # noqa: E731
-        return "; ".join(f"{kind} teacher: eval F1 pass 2 -> 3 {f1(outcome2[kind])} -> {f1(outcome3[kind])}, "
-                         f"pseudo-label F1 {pseudo(outcome2[kind])} -> {pseudo(outcome3[kind])}" for kind in TEACHERS)
+        passes = " -> ".join(str(k) for k in range(2, 2 + len(outcomes)))
+        return "; ".join(f"{kind} teacher: eval F1 pass {passes} {' -> '.join(f1(o[kind]) for o in outcomes)}, "
+                         f"pseudo-label F1 {' -> '.join(pseudo(o[kind]) for o in outcomes)}" for kind in TEACHERS)
 
     def baseline(self) -> AblationRow:
         """The baseline's first stage alone vs the two-stage recipe."""
