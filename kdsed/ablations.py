@@ -42,10 +42,10 @@ import numpy as np
 import torch
 
 from kdsed.atomic import write_bytes_atomic, write_text_atomic
-from kdsed.config import ConfigError, ExperimentConfig, PostprocessConfig, SweepConfig, from_dict, load_yaml, to_dict
+from kdsed.config import (ConfigError, ExperimentConfig, PostprocessConfig, SweepConfig, from_dict, load_yaml, to_dict,
+                          with_threads)
 from kdsed.events import MetadataError
 from kdsed.metrics import ClipCounts, paired_difference_counts
-from kdsed.experiment import with_threads
 from kdsed.prepare import PreparedData, prepare_data
 from kdsed.results import percent
 from kdsed.safety import OutputError, check_output, has_marker, mark_created

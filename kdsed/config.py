@@ -285,6 +285,12 @@ class TrackingConfig:
         _require(bool(self.storage), "storage", "must not be empty")
 
 
+def with_threads(cfg: ExperimentConfig, threads: int) -> ExperimentConfig:
+    """`cfg` with both trainings (tagging and frame-level) on `threads` torch threads."""
+    return dataclasses.replace(cfg, tagging_train=dataclasses.replace(cfg.tagging_train, num_threads=threads),
+                               train=dataclasses.replace(cfg.train, num_threads=threads))
+
+
 @dataclass(frozen=True)
 class SweepConfig(ExperimentConfig):
     """An experiment plus how to distribute and track it (the `sweeps/*.yaml` form)."""

@@ -25,7 +25,8 @@ import torch
 
 from kdsed import distill, schema, stages
 from kdsed.atomic import write_text_atomic
-from kdsed.config import ConfigError, ExperimentConfig, SweepConfig, dump_yaml, from_dict, load_yaml, to_dict
+from kdsed.config import (ConfigError, ExperimentConfig, SweepConfig, dump_yaml, from_dict, load_yaml, to_dict,
+                          with_threads)
 from kdsed.constants import DEFAULT_SWEEP_CONFIG, NUM_CLASSES
 from kdsed.events import MetadataError
 from kdsed.prepare import PreparedData, prepare_data
@@ -120,12 +121,6 @@ def run_seeds(cfg: ExperimentConfig, out_dir: Path | str, *, jobs: int = 1) -> l
             runs = [f.result() for f in futures]
     write_text_atomic(out / schema.RESULTS_MD, seeds_markdown(runs, seeds))
     return runs
-
-
-def with_threads(cfg: ExperimentConfig, threads: int) -> ExperimentConfig:
-    """`cfg` with both trainings on `threads` torch threads."""
-    return replace(cfg, tagging_train=replace(cfg.tagging_train, num_threads=threads),
-                   train=replace(cfg.train, num_threads=threads))
 
 
 def _run_one_seed(cfg: ExperimentConfig, out: Path, seed: int) -> list[StageReport]:

@@ -88,6 +88,19 @@ def test_the_precision_ablation_trains_each_topline_unit_in_fp32_and_bf16(monkey
     assert rows[0].difference["point"] == 0.0
 
 
+def test_bad_threads_and_synth_seed_are_one_line_and_exit_2(tmp_path, capsys):
+    from kdsed.ablations import main
+    from support.sweep_runs import REPO
+
+    out, smoke = tmp_path / "out", str(REPO / "sweeps" / "smoke.yaml")
+    assert main(["--config", smoke, "--threads", "0", "--out", str(out), "--only", "teacher"]) == 2
+    assert capsys.readouterr().err.strip() == "kdsed.ablations: error: --threads 0: expected a number of threads >= 1"
+    assert main(["--config", smoke, "--synth-seed", "-1", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == ("kdsed.ablations: error: data.synth_seed: -1 is not a seed; "
+                                               "expected an integer from 0 to 4294967295")
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_the_teacher_ablation_trains_pass_2_once_and_pass_3_per_teacher(smoke_workdir, tmp_path):
     """On the smoke set, for real: pass 2's variants are trained once; pass 3's once per teacher. The ensemble row's

@@ -51,8 +51,7 @@ def test_prefixed_lines_prefix_every_line_once_across_partial_writes():
 
 
 def test_with_threads_sets_both_trainings():
-    from kdsed.config import ExperimentConfig
-    from kdsed.experiment import with_threads
+    from kdsed.config import ExperimentConfig, with_threads
 
     cfg = with_threads(ExperimentConfig(), 3)
     assert (cfg.tagging_train.num_threads, cfg.train.num_threads) == (3, 3)
