@@ -234,9 +234,11 @@ class Ablations:
         labels = distill.pseudo_strong_labels(data, first.outputs.train,
                                               distill.search_choice(data, first.outputs.test, grid), cfg.distill)
         second = self.pass_units(2, labels, f"{cfg.distill.pseudo_strong}-from-{cfg.distill.pseudo_weak}")
-        choices = stages.search_choices(second, data, grid)
-        outcome2 = {kind: stages.score_stage(schema.pass_stage(2), second, choices, data,
-                                             ensemble_grid=grid if kind == "ensemble" else None) for kind in TEACHERS}
+        # Scored once: the two teachers of pass 2 differ only in what writes the labels, not in the pass's scores.
+        scored = stages.score_stage(schema.pass_stage(2), second, stages.search_choices(second, data, grid), data,
+                                    ensemble_grid=grid)
+        outcome2 = {"winners": replace(scored, teacher=None, pseudo_counts=distill.pseudo_label_counts(
+                        data, scored.merged.train, scored.choice)), "ensemble": scored}
         print(f"[kdsed.ablations] teacher: pass 2 scored; {self.teacher_note(outcome2)}", file=sys.stderr, flush=True)
         outcome3 = {}
         for kind in TEACHERS:
@@ -265,7 +267,7 @@ class Ablations:
     def teacher_note(*outcomes: dict[str, stages.StageOutcome]) -> str:
         """Each arm's eval macro F1 and pseudo-label F1 (%) from pass to pass (2, then 3 when given)."""
         f1 = lambda o: percent(o.report.eval["macro"]["f_measure"])  # noqa: E731
-        pseudo = lambda o: percent(o.report.pseudo["macro"]["f_measure"]) if o.report.pseudo else "-"  # noqa: E731
+        pseudo = lambda o: percent(o.pseudo_counts.scores().macro.f_measure) if o.pseudo_counts else "-"  # noqa: E731
         passes = " -> ".join(str(k) for k in range(2, 2 + len(outcomes)))
         return "; ".join(f"{kind} teacher: eval F1 pass {passes} {' -> '.join(f1(o[kind]) for o in outcomes)}, "
                          f"pseudo-label F1 {' -> '.join(pseudo(o[kind]) for o in outcomes)}" for kind in TEACHERS)
